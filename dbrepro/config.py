@@ -1,0 +1,159 @@
+"""Profiles: the one place that says how big everything is.
+
+Three profiles, read by the notebooks (through their ``PROFILE`` parameter) and by the CLI
+(``--profile``):
+
+``smoke``
+    Tests and CI. A tiny synthetic world; every notebook runs end to end in seconds.
+    Its numbers mean nothing and the notebooks say so in a banner.
+``cpu`` (default)
+    The book's published numbers: the default synthetic world, a small backbone,
+    the whole book in at most 30 minutes on 2 CPU cores.
+``paper``
+    The papers' settings on a GPU box: 112x112 crops, IR-ResNet-18/50 with 512-D
+    embeddings, 15 epochs with lr 0.1 divided by 10 at epochs 5, 8 and 11, and real data
+    (CASIA-WebFace / MS1MV2 in InsightFace format) given by path.
+
+``Profile.milestones`` follow the papers' step schedule (/10 at epochs 5, 8, 11 of 15),
+scaled to the profile's number of epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+PROFILE_NAMES = ("smoke", "cpu", "paper")
+DEFAULT_PROFILE = "cpu"
+
+#: The papers' learning-rate schedule: lr / 10 at epochs 5, 8 and 11, stop at 15.
+PAPER_EPOCHS = 15
+PAPER_MILESTONES = (5, 8, 11)
+
+
+def scaled_milestones(epochs: int) -> tuple[int, ...]:
+    """The papers' milestones (5, 8, 11 of 15 epochs) scaled to ``epochs``.
+
+    Milestones are rounded to whole epochs, kept strictly increasing and inside (0, epochs);
+    with very few epochs some of them merge and disappear.
+
+    >>> scaled_milestones(15)
+    (5, 8, 11)
+    >>> scaled_milestones(6)
+    (2, 3, 4)
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    out: list[int] = []
+    for m in PAPER_MILESTONES:
+        e = round(m * epochs / PAPER_EPOCHS)
+        if 0 < e < epochs and (not out or e > out[-1]):
+            out.append(e)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a profile fixes. Notebooks and the CLI read these, never their own constants."""
+
+    name: str
+    #: square input resolution in pixels
+    image_size: int
+    #: backbone name for :func:`dbrepro.models.build_backbone`
+    backbone: str
+    embedding_size: int
+    batch_size: int
+    epochs: int
+    lr: float
+    #: seeds for claims that depend on a difference (mean +- std over these)
+    seeds: tuple[int, ...]
+    #: synthetic world size overrides, passed to ``dbrepro.data.synth.WorldConfig``
+    world: dict[str, Any] = field(default_factory=dict)
+    #: DataLoader workers for on-disk datasets (in-memory tensors need none)
+    num_workers: int = 0
+    #: iterations between two DFI refreshes from the head's prototypes (Domain Balancing)
+    dfi_refresh_every: int = 100
+    #: True when the profile's numbers are not meant to be read (the smoke banner)
+    numbers_meaningful: bool = True
+    #: real data is required (paper profile): notebooks fail with a clear error without a path
+    needs_data_path: bool = False
+
+    @property
+    def milestones(self) -> tuple[int, ...]:
+        return scaled_milestones(self.epochs)
+
+    def replace(self, **changes: Any) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        image_size=32,
+        backbone="small",
+        embedding_size=64,
+        batch_size=64,
+        epochs=2,
+        lr=0.1,
+        seeds=(0,),
+        world={"preset": "smoke"},
+        dfi_refresh_every=5,
+        numbers_meaningful=False,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        image_size=32,
+        backbone="small",
+        embedding_size=128,
+        batch_size=256,
+        epochs=6,
+        lr=0.1,
+        seeds=(0, 1, 2),
+        world={"preset": "cpu"},
+        dfi_refresh_every=20,
+    ),
+    "paper": Profile(
+        name="paper",
+        image_size=112,
+        backbone="ir18",
+        embedding_size=512,
+        batch_size=256,
+        epochs=PAPER_EPOCHS,
+        lr=0.1,
+        seeds=(0,),
+        world={"preset": "paper"},
+        num_workers=8,
+        dfi_refresh_every=100,
+        needs_data_path=True,
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Look a profile up by name; a clear ``ValueError`` for an unknown one."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[str(name).lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}"
+        ) from None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to torch.
+
+    An explicit ``"cuda"`` on a machine without CUDA is an error, not a silent fallback.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE={device!r} asked for CUDA, but torch sees no CUDA device")
+    return dev

@@ -1,0 +1,82 @@
+"""Where dbrepro keeps what it computes: one cache root, set by an environment variable.
+
+``DBREPRO_CACHE`` (default ``$XDG_CACHE_HOME/dbrepro``, i.e. ``~/.cache/dbrepro``) holds
+
+- ``runs/``   the run cache (:mod:`dbrepro.runs`): trained models and their metrics,
+- ``worlds/`` rendered synthetic worlds (:mod:`dbrepro.data.synth`), keyed by config hash.
+
+Nothing in the repository is written to; delete the folder (or ``dbrepro runs clean``) to start afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def cache_root() -> Path:
+    env = os.environ.get("DBREPRO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "dbrepro"
+
+
+def cache_dir(kind: str) -> Path:
+    """``cache_root() / kind``, created if missing."""
+    path = cache_root() / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no whitespace) for hashing configs."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot put {type(obj).__name__} into a config hash")
+
+
+def config_hash(obj: Any, version: str | int = "", length: int = 16) -> str:
+    """A short sha256 of the canonical JSON of ``obj`` plus a cache ``version``."""
+    h = hashlib.sha256(f"{version}\n{canonical_json(obj)}".encode())
+    return h.hexdigest()[:length]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
