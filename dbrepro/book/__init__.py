@@ -1,0 +1,69 @@
+"""Execute the book's notebooks with papermill, build the Jupyter Book 1 site, check it renders offline.
+
+The pipeline (``python -m dbrepro.book --help``)::
+
+    notebooks/X.md --jupytext--> .ipynb --papermill (PROFILE, OUTPUT_DIR, ...)--> <build>/<profile>/notebooks/X.ipynb
+                                                                                   <build>/<profile>/results/X/results.json
+    book/* + executed notebooks + status.md --jupyter-book (execution off)--> <build>/<profile>/site/html/
+    site --headless Chromium, no network--> math typeset? figure loaded? nothing loaded from http(s)?
+
+``run``
+    Executes the notebooks one at a time in the order of ``book/_toc.yml`` (the scorecard last), each in
+    its own kernel running *this* interpreter (``sys.executable``), with ``cwd = notebooks/``. A notebook
+    receives only the parameters its ``parameters`` cell declares (papermill's inspection): ``PROFILE``,
+    ``OUTPUT_DIR``, ``RESULTS_DIR`` (the scorecard), data paths from environment variables
+    (:data:`DATA_PATH_ENV`) and ``--param KEY=VALUE``. Outputs are written through a temp file and a rename;
+    a failing notebook leaves neither its executed notebook nor its results folder behind. Timings and the
+    environment go to ``<build>/<profile>/status.json``.
+``build``
+    Stages ``book/*``, the executed notebooks, a generated ``status.md`` and the vendored MathJax into
+    ``<build>/<profile>/site-src/`` and runs ``jupyter-book build`` on it (Jupyter Book 1, execution off).
+``check``
+    Serves the site on localhost, renders a page with math and a figure in headless Chromium with every
+    other host unresolvable, and verifies that MathJax typeset the math (``mjx-container`` elements), the
+    figure loaded, no request failed, and no built page or stylesheet loads an http(s) resource.
+
+Directories are parameters (``--notebooks``, ``--book``, ``--build-dir``), so tests run the executor on a
+temporary book. Everything a user sees on failure is one line naming the notebook (and cell) and the error.
+
+Modules: :mod:`.toc` (the table of contents and the parameters-cell rule), :mod:`.execute` (``run``),
+:mod:`.site` (``build``), :mod:`.offline` (``check``), :mod:`.banner` (the smoke banner notebooks show),
+:mod:`.layout` (where build products live), :mod:`.cli` (the command line).
+"""
+
+from .banner import Banner, banner
+from .cli import main
+from .execute import (
+    DATA_PATH_ENV,
+    NotebookFailed,
+    environment_info,
+    execute_notebook,
+    notebook_parameters,
+    parse_param,
+    run,
+    this_interpreter_kernel,
+)
+from .layout import BookError, BuildLayout, read_status
+from .offline import CheckReport, check, find_chromium, pages_with_math_and_figure, remote_resources
+from .site import MATHJAX_ENTRY, MATHJAX_IN_BUILD, build, find_mathjax, status_markdown
+from .toc import (
+    GENERATED_PAGES,
+    REQUIRED_PARAMETERS,
+    SCORECARD,
+    TocEntry,
+    notebook_names,
+    notebooks_in_order,
+    parameters_cell_problems,
+    read_notebook,
+    read_toc,
+    toc_problems,
+)
+
+__all__ = [
+    "Banner", "BookError", "BuildLayout", "CheckReport", "DATA_PATH_ENV", "GENERATED_PAGES", "MATHJAX_ENTRY",
+    "MATHJAX_IN_BUILD", "NotebookFailed", "REQUIRED_PARAMETERS", "SCORECARD", "TocEntry", "banner", "build",
+    "check", "environment_info", "execute_notebook", "find_chromium", "find_mathjax", "main",
+    "notebook_names", "notebook_parameters", "notebooks_in_order", "pages_with_math_and_figure",
+    "parameters_cell_problems", "parse_param", "read_notebook", "read_status", "read_toc",
+    "remote_resources", "run", "status_markdown", "this_interpreter_kernel", "toc_problems",
+]

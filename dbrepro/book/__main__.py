@@ -1,0 +1,7 @@
+"""``python -m dbrepro.book``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

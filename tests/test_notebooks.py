@@ -1,0 +1,125 @@
+"""Every notebook of the book, executed in the smoke profile; then the site, then its offline render check.
+
+Run with ``pytest -m notebooks`` (``make test`` does). The notebooks are executed by the book's own
+executor (``python -m dbrepro.book run --profile smoke``) into a temporary build folder, in this venv's
+Python, exactly as ``make book`` runs them in the cpu profile.
+
+The run cache is the real one (``$DBREPRO_CACHE``, default ``~/.cache/dbrepro``), not a temporary one:
+runs are keyed by their full configuration plus a cache version, so a cached smoke run is exactly what a
+fresh one would compute, and CI reruns skip training they have already done. Delete the cache (or
+``dbrepro runs clean``) to force a cold run.
+
+The LFW chapter reads ``DBREPRO_LFW``; when it is unset and a development copy exists at
+``../shared/data`` beside the repository, that copy is used.
+
+The site check needs the vendored MathJax (``make mathjax``) and Chromium (``make browser``). Without
+them these tests fail in CI (``CI=true``) and are skipped elsewhere, saying which make target to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dbrepro import book
+from dbrepro.results import VERDICTS
+
+pytestmark = pytest.mark.notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+TOC = ROOT / "book" / "_toc.yml"
+ORDER = book.notebooks_in_order(TOC, NOTEBOOKS)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(what: str, make_target: str) -> None:
+    message = f"{what}: run `make {make_target}`"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def dbrepro_book(*args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    shared = ROOT.parent / "shared" / "data"
+    if not env.get("DBREPRO_LFW") and (shared / "lfw").is_dir():
+        env["DBREPRO_LFW"] = str(shared)
+    return subprocess.run([sys.executable, "-m", "dbrepro.book", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_build(tmp_path_factory) -> Path:
+    """Every notebook executed once in the smoke profile; the build folder."""
+    build = tmp_path_factory.mktemp("book-build")
+    result = dbrepro_book("run", "--profile", "smoke", "--build-dir", str(build), "--keep-going")
+    print(result.stdout)
+    if result.returncode != 0:
+        pytest.fail(f"dbrepro.book run --profile smoke failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return build
+
+
+@pytest.fixture(scope="module")
+def smoke_site(smoke_build) -> Path:
+    """The site built from the smoke-executed notebooks, with Sphinx warnings as errors."""
+    mathjax = Path(os.environ.get("DBREPRO_MATHJAX") or ROOT / "_build" / book.MATHJAX_IN_BUILD)
+    if not (mathjax / book.MATHJAX_ENTRY).exists():
+        missing(f"MathJax 3 is not vendored at {mathjax}", "mathjax")
+    result = dbrepro_book("build", "--profile", "smoke", "--build-dir", str(smoke_build), "--warnings-as-errors",
+                          "--mathjax", str(mathjax))
+    if result.returncode != 0:
+        pytest.fail(f"the book did not build without warnings:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return smoke_build / "smoke" / "site" / "html"
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_runs_in_the_smoke_profile(smoke_build, name):
+    executed = smoke_build / "smoke" / "notebooks" / f"{name}.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+    assert all(c.get("execution_count") for c in code if c.source.strip()), "a code cell was not executed"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+
+    results = json.loads((smoke_build / "smoke" / "results" / name / "results.json").read_text())
+    assert results["notebook"] == name
+    assert results["profile"] == "smoke"
+    assert isinstance(results["numbers"], dict)
+    for claim in results["claims"]:
+        assert claim["verdict"] in VERDICTS, claim
+        assert claim["claim"] and claim["id"], claim
+
+
+def test_status_records_every_notebook(smoke_build):
+    status = json.loads((smoke_build / "smoke" / "status.json").read_text())
+    assert status["profile"] == "smoke"
+    assert {n: s["status"] for n, s in status["notebooks"].items()} == {n: "ok" for n in ORDER}
+    assert status["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_book_builds_with_warnings_as_errors(smoke_site):
+    assert (smoke_site / "index.html").is_file()
+    for name in ORDER + ["status", "bibliography"]:
+        assert (smoke_site / f"{name}.html").is_file(), name
+    status = (smoke_site / "status.html").read_text()
+    for name in ORDER:
+        assert f"{name}.html" in status
+    assert (smoke_site / "_static" / "mathjax" / book.MATHJAX_ENTRY).is_file()
+
+
+def test_site_renders_offline_in_chromium(smoke_site, smoke_build):
+    if not book.find_chromium():
+        missing("Chromium is not installed", "browser")
+    result = dbrepro_book("check", "--profile", "smoke", "--build-dir", str(smoke_build), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "math elements typeset" in result.stdout
+    assert list((smoke_build / "smoke" / "check").glob("*.png"))
