@@ -1,0 +1,67 @@
+"""Evaluation protocols: verification, ROC, identification, per-group metrics, feature statistics.
+
+Imports only from :mod:`dbrepro.data`, :mod:`dbrepro.models` and :mod:`dbrepro.config`
+(never from the trainer).
+"""
+
+from dbrepro.eval._checks import ensure_embeddings, ensure_ids, ensure_scores
+from dbrepro.eval.embed import embed, embed_chunks
+from dbrepro.eval.features import feature_statistics, kurtosis
+from dbrepro.eval.grouping import by_group, group_spread, verification_by
+from dbrepro.eval.identification import (
+    GallerySearch,
+    identification_rank1,
+    identification_rank_k,
+    identification_tar_at_far,
+    open_set_identification,
+    open_set_split,
+)
+from dbrepro.eval.roc import (
+    FarResolutionWarning,
+    OperatingPoint,
+    auc,
+    eer,
+    min_far,
+    operating_points,
+    roc_curve,
+    tar_at_far,
+)
+from dbrepro.eval.suites import ALL_VS_ALL_FARS, IDENTIFICATION_FAR, OPEN_SET_FAR, evaluate, evaluate_suite
+from dbrepro.eval.verification import all_pair_scores, bootstrap_ci, contiguous_folds, pair_scores, verification
+
+__all__ = [
+    "ALL_VS_ALL_FARS",
+    "FarResolutionWarning",
+    "GallerySearch",
+    "IDENTIFICATION_FAR",
+    "OPEN_SET_FAR",
+    "OperatingPoint",
+    "all_pair_scores",
+    "auc",
+    "bootstrap_ci",
+    "by_group",
+    "contiguous_folds",
+    "eer",
+    "embed",
+    "embed_chunks",
+    "ensure_embeddings",
+    "ensure_ids",
+    "ensure_scores",
+    "evaluate",
+    "evaluate_suite",
+    "feature_statistics",
+    "group_spread",
+    "identification_rank1",
+    "identification_rank_k",
+    "identification_tar_at_far",
+    "kurtosis",
+    "min_far",
+    "open_set_identification",
+    "open_set_split",
+    "operating_points",
+    "pair_scores",
+    "roc_curve",
+    "tar_at_far",
+    "verification",
+    "verification_by",
+]
