@@ -125,7 +125,10 @@ class ContrastiveLoss(nn.Module):
         self.normalize = bool(normalize)
         self.loss_weight = float(weight)
         self.positive_classes = class_mask_tensor(positive_classes, "ContrastiveLoss")
-        self._generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        # negatives of call t are drawn from a generator seeded by (seed, t); the call counter is a
+        # buffer, so it is checkpointed and a resumed run draws exactly the negatives it would have drawn
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def pairs(self, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(first, second, same)``: the pairs the loss uses for a batch with these labels."""
@@ -141,7 +144,9 @@ class ContrastiveLoss(nn.Module):
         pos_first, pos_second = torch.nonzero(same & pos_ok, as_tuple=True)
         neg_first, neg_second = torch.nonzero(~same & neg_ok, as_tuple=True)
         take = min(len(pos_first), len(neg_first))
-        pick = torch.randperm(len(neg_first), generator=self._generator)[:take].to(labels.device)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.calls))
+        self.calls += 1
+        pick = torch.randperm(len(neg_first), generator=generator)[:take].to(labels.device)
         first = torch.cat([pos_first, neg_first[pick]])
         second = torch.cat([pos_second, neg_second[pick]])
         is_same = torch.arange(len(first), device=labels.device) < len(pos_first)

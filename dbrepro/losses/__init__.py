@@ -1,0 +1,69 @@
+"""Losses: classification heads and the extra terms trained jointly with them.
+
+Heads (``forward(embeddings, labels)``, prototypes in ``.weight``): softmax, SphereFace, CosFace,
+ArcFace and the Domain Balancing Margin. Extra terms (``forward(embeddings, labels)``, each
+multiplied by its own weight): range, contrastive, triplet and center loss.
+
+:data:`HEADS` and :data:`TERMS` map the names used in a :class:`dbrepro.train.TrainConfig` to
+constructors taking ``(embedding_size, num_classes, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from dbrepro.losses.center import CenterLoss
+from dbrepro.losses.contrastive import ContrastiveLoss
+from dbrepro.losses.domain_balancing import DomainBalancingMargin
+from dbrepro.losses.margins import ArcFace, CosFace, SoftmaxHead, SphereFace
+from dbrepro.losses.range import RangeLoss, RangeParts, paper_gradients
+from dbrepro.losses.triplet import TripletLoss
+
+HEADS: dict[str, Callable[..., nn.Module]] = {
+    "softmax": SoftmaxHead,
+    "sphereface": SphereFace,
+    "cosface": CosFace,
+    "arcface": ArcFace,
+    "dbm": DomainBalancingMargin,
+}
+
+
+def _halves(num_classes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``halves=True``: positives from one half of the identities, negatives from the other (Range Loss §3.2)."""
+    from dbrepro.data.splits import half_split_identities
+
+    kwargs = dict(kwargs)
+    if kwargs.pop("halves", False):
+        kwargs["positive_classes"] = half_split_identities(num_classes, seed=int(kwargs.pop("halves_seed", 0)))
+    return kwargs
+
+
+def _range(embedding_size: int, num_classes: int, **kw: Any) -> nn.Module:
+    return RangeLoss(**kw)
+
+
+def _contrastive(embedding_size: int, num_classes: int, **kw: Any) -> nn.Module:
+    return ContrastiveLoss(**_halves(num_classes, kw))
+
+
+def _triplet(embedding_size: int, num_classes: int, **kw: Any) -> nn.Module:
+    return TripletLoss(**_halves(num_classes, kw))
+
+
+def _center(embedding_size: int, num_classes: int, **kw: Any) -> nn.Module:
+    return CenterLoss(num_classes, embedding_size, **kw)
+
+
+TERMS: dict[str, Callable[..., nn.Module]] = {
+    "range": _range,
+    "contrastive": _contrastive,
+    "triplet": _triplet,
+    "center": _center,
+}
+
+__all__ = [
+    "ArcFace", "CenterLoss", "ContrastiveLoss", "CosFace", "DomainBalancingMargin", "HEADS", "RangeLoss",
+    "RangeParts", "SoftmaxHead", "SphereFace", "TERMS", "TripletLoss", "paper_gradients",
+]

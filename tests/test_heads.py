@@ -1,0 +1,216 @@
+"""Margin heads: hand-computed losses, gradients, ArcFace's far branch, SphereFace's annealing, input checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from dbrepro.losses import ArcFace, CosFace, SoftmaxHead, SphereFace
+
+# a tiny problem: 3 classes, 2-D embeddings
+W = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+X = np.array([[2.0, 1.0], [0.0, -3.0], [-1.0, 0.5]])
+Y = np.array([0, 2, 1])
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return float(np.mean(lse - logits[np.arange(len(labels)), labels]))
+
+
+def with_weight(head: torch.nn.Module, weight: np.ndarray) -> torch.nn.Module:
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+    return head
+
+
+def as_inputs(x: np.ndarray = X, y: np.ndarray = Y) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(x), torch.from_numpy(y).long()
+
+
+# ---------------------------------------------------------------- hand-computed values
+
+
+def test_cosface_one_sample_by_hand():
+    head = with_weight(CosFace(2, 2, s=2.0, m=0.5).double(), np.array([[3.0, 0.0], [0.0, 1.0]]))
+    x, y = as_inputs(np.array([[5.0, 0.0]]), np.array([0]))
+    # cos = (1, 0); logits = (2 * (1 - 0.5), 0) = (1, 0); loss = log(1 + e^-1)
+    assert head(x, y).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-12)
+    torch.testing.assert_close(head.logits(x, y), torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+
+
+def test_softmax_head_against_numpy():
+    head = with_weight(SoftmaxHead(2, 3).double(), W)
+    bias = np.array([0.1, -0.2, 0.3])
+    with torch.no_grad():
+        head.bias.copy_(torch.from_numpy(bias))
+    expected = cross_entropy(X @ W.T + bias, Y)
+    assert head(*as_inputs()).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_cosface_against_numpy():
+    s, m = 3.0, 0.35
+    head = with_weight(CosFace(2, 3, s=s, m=m).double(), W)
+    cos = unit(X) @ unit(W).T
+    logits = s * cos
+    logits[np.arange(3), Y] = s * (cos[np.arange(3), Y] - m)
+    assert head(*as_inputs()).item() == pytest.approx(cross_entropy(logits, Y), rel=1e-12)
+
+
+def test_arcface_against_numpy():
+    s, m = 3.0, 0.5
+    head = with_weight(ArcFace(2, 3, s=s, m=m).double(), W)
+    cos = unit(X) @ unit(W).T
+    theta = np.arccos(cos[np.arange(3), Y])
+    assert (theta + m < np.pi).all()  # the ordinary branch for all three
+    logits = s * cos
+    logits[np.arange(3), Y] = s * np.cos(theta + m)
+    assert head(*as_inputs()).item() == pytest.approx(cross_entropy(logits, Y), rel=1e-10)
+
+
+def test_arcface_far_branch_when_theta_plus_m_exceeds_pi():
+    s, m = 2.0, 0.5
+    head = with_weight(ArcFace(2, 2, s=s, m=m).double(), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    x = np.array([[-1.0, 0.1]])  # theta_y = pi - 0.0997 > pi - m
+    cos_y = float(unit(x)[0, 0])
+    logits = head.logits(*as_inputs(x, np.array([0])))
+    assert logits[0, 0].item() == pytest.approx(s * (cos_y - m * math.sin(m)), rel=1e-12)
+    assert logits[0, 0].item() != pytest.approx(s * math.cos(math.acos(cos_y) + m), rel=1e-3)
+    # at theta = pi - m the rule steps down from cos(pi) = -1 to -(cos m + m sin m) ...
+    edge = math.cos(math.pi - m)
+    near = head.target_cosine(torch.tensor([edge + 1e-9, edge - 1e-9], dtype=torch.float64))
+    assert near[0].item() == pytest.approx(-1.0, abs=1e-7)
+    assert near[1].item() == pytest.approx(-(math.cos(m) + m * math.sin(m)), abs=1e-7)
+    # ... and the target cosine keeps falling as theta grows, unlike cos(theta + m)
+    grid = torch.cos(torch.linspace(0.01, math.pi - 0.01, 500, dtype=torch.float64))
+    assert (head.target_cosine(grid).diff() < 0).all()
+
+
+def test_sphereface_psi_by_hand():
+    head = SphereFace(2, 2, m=4).double()
+    theta = torch.tensor([math.pi / 3, math.pi / 10, 0.9 * math.pi], dtype=torch.float64)
+    psi = head.psi(torch.cos(theta))
+    # pi/3: k = 1, psi = -cos(4 pi/3) - 2 = -1.5 ; pi/10: k = 0, cos(0.4 pi) ; 0.9 pi: k = 3, -cos(3.6 pi) - 6
+    expected = [-1.5, math.cos(0.4 * math.pi), -math.cos(3.6 * math.pi) - 6]
+    torch.testing.assert_close(psi, torch.tensor(expected, dtype=torch.float64))
+    grid = torch.cos(torch.linspace(0.01, math.pi - 0.01, 500, dtype=torch.float64))
+    assert (head.psi(grid).diff() < 0).all()  # psi is monotone decreasing in theta
+
+
+def test_sphereface_against_numpy():
+    head = with_weight(SphereFace(2, 3, m=4).double(), W)
+    lam = 1000.0  # iteration 0
+    cos = unit(X) @ unit(W).T
+    theta = np.arccos(cos[np.arange(3), Y])
+    k = np.floor(4 * theta / np.pi)
+    psi = (-1) ** k * np.cos(4 * theta) - 2 * k
+    norms = np.linalg.norm(X, axis=1)
+    logits = norms[:, None] * cos
+    logits[np.arange(3), Y] = norms * (lam * cos[np.arange(3), Y] + psi) / (1 + lam)
+    assert head(*as_inputs()).item() == pytest.approx(cross_entropy(logits, Y), rel=1e-12)
+
+
+def test_sphereface_lambda_annealing():
+    head = SphereFace(2, 3)
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+    assert head.lambda_ == 1000.0
+    for _ in range(10):
+        head(x, y)
+    assert int(head.iteration) == 10
+    assert head.lambda_ == pytest.approx(1000.0 / (1 + 0.12 * 10))
+    head.eval()
+    head(x, y)
+    head.logits(x, y)
+    assert int(head.iteration) == 10  # eval calls and logits() do not advance it
+    head.iteration.fill_(2000)  # 1000 / (1 + 240) < 5
+    assert head.lambda_ == 5.0
+    assert "iteration" in head.state_dict()
+
+
+def test_margin_logits_give_margin_accuracy():
+    head = with_weight(CosFace(2, 2, s=1.0, m=0.5).double(), np.eye(2))
+    x, y = as_inputs(np.array([[1.0, 0.8]]), np.array([0]))  # cos = (0.78, 0.62): right, but within the margin
+    assert head.cosine(x).argmax(1).item() == 0
+    assert head.logits(x, y).argmax(1).item() == 1
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def _gradcheck(head: torch.nn.Module, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    head = head.double()
+    emb = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    params = {name: p.detach() for name, p in head.named_parameters()}
+
+    def loss(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return functional_call(head, {**params, "weight": w}, (e, labels))
+
+    assert torch.autograd.gradcheck(loss, (emb, weight))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [SoftmaxHead(3, 4), CosFace(3, 4, s=2.0), ArcFace(3, 4, s=2.0), SphereFace(3, 4, m=4).eval()],
+    ids=["softmax", "cosface", "arcface", "sphereface"],
+)
+def test_gradcheck(head):
+    _gradcheck(head)
+
+
+def test_arcface_gradcheck_on_the_far_branch():
+    head = ArcFace(2, 2, s=2.0, m=0.5).double()
+    emb = torch.tensor([[-1.0, 0.1], [0.3, 1.0]], dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1])
+    assert head.target_cosine(torch.tensor([-0.995], dtype=torch.float64)).item() == pytest.approx(
+        -0.995 - 0.5 * math.sin(0.5)
+    )
+    assert torch.autograd.gradcheck(lambda e, w: functional_call(head, {"weight": w}, (e, labels)), (emb, weight))
+
+
+# ---------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize("make", [SoftmaxHead, CosFace, ArcFace, SphereFace], ids=lambda c: c.__name__)
+def test_bad_inputs_raise_clear_errors(make):
+    head = make(3, 4)
+    good = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"embeddings must have shape \(B, 3\)"):
+        head(torch.randn(2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"embeddings must have shape"):
+        head(torch.randn(3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="int64"):
+        head(good, torch.tensor([0, 1], dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        head(good, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        head(good, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        head(good, torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match="floating-point"):
+        head(torch.ones(2, 3, dtype=torch.int64), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("make", [SoftmaxHead, CosFace, ArcFace, SphereFace], ids=lambda c: c.__name__)
+def test_logits_stay_float32_under_autocast(make):
+    torch.manual_seed(0)
+    head = make(8, 5)
+    emb, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 4])
+    expected = head.logits(emb, labels).detach()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits = head.logits(emb.bfloat16(), labels)
+        loss = head(emb.bfloat16().requires_grad_(), labels)
+    assert logits.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(logits, expected, rtol=0.05, atol=0.05 * float(expected.abs().max()))
