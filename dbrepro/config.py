@@ -76,6 +76,17 @@ class Profile:
     num_workers: int = 0
     #: iterations between two DFI refreshes from the head's prototypes (Domain Balancing)
     dfi_refresh_every: int = 100
+    #: scale s of the normalised-softmax heads (CosFace, ArcFace, DBM) and of the DFI (DB Eq. 1)
+    scale: float = 64.0
+    #: K nearest prototypes of the DFI (DB Eq. 1); the paper's 100 is ~1% of CASIA-WebFace's classes
+    dfi_k: int = 100
+    #: Range Loss: margin M of Eq. 4 (squared distance between class centres) and the P x K batches
+    range_margin: float = 2e4
+    range_pk: tuple[int, int] = (16, 16)
+    #: the Range Loss paper's comparison losses (joint with softmax): constructor kwargs + "weight"
+    contrastive: dict[str, Any] = field(default_factory=lambda: {"margin": 1.0, "weight": 1.0})
+    triplet: dict[str, Any] = field(default_factory=lambda: {"margin": 0.2, "weight": 1.0})
+    center: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "weight": 0.003})
     #: True when the profile's numbers are not meant to be read (the smoke banner)
     numbers_meaningful: bool = True
     #: real data is required (paper profile): notebooks fail with a clear error without a path

@@ -1,0 +1,278 @@
+"""``dbrepro`` on the command line (also ``python -m dbrepro``).
+
+    dbrepro train --recipe cosface --profile cpu --seed 0        # train (or find in the run cache)
+    dbrepro train --config my-run.yaml --set lr=0.05             # any TrainConfig, from a file
+    dbrepro eval --run 3f2a --suites lfw,calfw --bin agedb_30.bin
+    dbrepro runs list | dbrepro runs clean --incomplete
+    dbrepro export --run 3f2a model.onnx
+    dbrepro world --profile cpu                                  # render/cache the synthetic world, summarise it
+    dbrepro book run --profile cpu | dbrepro book build | dbrepro book check
+
+Under ``torchrun --nproc_per_node N -m dbrepro train ...`` training is distributed (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["lr=0.05", "head_kwargs.s=30"]`` -> ``{"lr": 0.05, "head_kwargs": {"s": 30}}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _config_from_args(args: argparse.Namespace):
+    from .recipes import RECIPES
+    from .train import TrainConfig
+
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise SystemExit(f"--config {path}: no such file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SystemExit(f"--config {path}: not valid YAML/JSON ({e})")
+        if not isinstance(data, dict):
+            raise SystemExit(f"--config {path}: expected a mapping of TrainConfig fields")
+        base = data
+    else:
+        if args.recipe not in RECIPES:
+            raise SystemExit(f"--recipe {args.recipe!r} is unknown: choose one of {', '.join(RECIPES)}")
+        kw: dict[str, Any] = {"seed": args.seed}
+        if args.split:
+            kw["split"] = args.split
+        base = RECIPES[args.recipe](args.profile, **kw).to_dict()
+    try:
+        return TrainConfig.from_dict(_merge(base, _parse_set(args.set or [])))
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"invalid training config: {e}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    cfg = _config_from_args(args)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+        return 0
+    run = experiments.train(cfg, device=args.device, progress=not args.quiet, num_workers=args.workers)
+    m = run.metrics() if run.complete else {}
+    print(f"run {run.key} at {run.dir}")
+    if m:
+        print(f"  {m['num_images']} images, {m['num_classes']} classes, {m['epochs_done']} epochs, "
+              f"{m['train_seconds']:.1f} s, final loss {m['final_loss']:.4f}")
+    if args.eval:
+        return _evaluate(run, args.eval, [], None, None, args.device, args.flip)
+    return 0
+
+
+def _suites(run, names: str | None, bins: Sequence[str], lfw_pairs: str | None, lfw_root: str | None) -> dict:
+    from .data import specs
+    from .data.formats import bin_suite, lfw_pair_suite
+
+    suites: dict[str, Any] = {}
+    if names:
+        data = run.config()["data"]
+        if data.get("kind") != "synth":
+            raise SystemExit("--suites names suites of the synthetic world; this run was not trained on it "
+                             "(use --bin or --lfw-pairs)")
+        world = specs.world_for(data)
+        for name in names.split(","):
+            if name not in world.suites:
+                raise SystemExit(f"suite {name!r} is unknown: choose from {', '.join(world.suites)}")
+            suites[name] = world.suites[name]
+    image_size = run.config()["image_size"]
+    for path in bins:
+        suites[Path(path).stem] = bin_suite(path, image_size=image_size)
+    if lfw_pairs:
+        if not lfw_root:
+            raise SystemExit("--lfw-pairs needs --lfw-root (the folder of LFW images)")
+        suites[Path(lfw_pairs).stem] = lfw_pair_suite(lfw_pairs, lfw_root, image_size=image_size)
+    if not suites:
+        raise SystemExit("nothing to evaluate: give --suites, --bin or --lfw-pairs")
+    return suites
+
+
+def _evaluate(run, names, bins, lfw_pairs, lfw_root, device, flip) -> int:
+    from . import experiments
+
+    results = experiments.evaluate(run, _suites(run, names, bins, lfw_pairs, lfw_root), device=device, flip=flip)
+    for name, r in results.items():
+        summary = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None}
+        print(f"{name}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runs import find_run
+
+    try:
+        run = find_run(args.run)
+    except KeyError as e:
+        raise SystemExit(str(e.args[0]))
+    if not run.complete:
+        raise SystemExit(f"run {run.key} is not complete; train it first (dbrepro train ...)")
+    return _evaluate(run, args.suites, args.bin or [], args.lfw_pairs, args.lfw_root, args.device, args.flip)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import runs
+
+    if args.action == "list":
+        rows = list(runs.iter_runs())
+        if not rows:
+            print(f"no runs in {runs.runs_root()}")
+            return 0
+        print(f"{'key':16}  {'state':10}  {'MB':>6}  description")
+        for run in rows:
+            try:
+                cfg = run.config()
+                desc = f"{cfg.get('head')}{'+' + '+'.join(cfg.get('terms', {})) if cfg.get('terms') else ''}"
+                desc += f" rbm={cfg['rbm']}" if cfg.get("rbm") else ""
+                data = cfg.get("data", {})
+                desc += f" data={data.get('kind')}:{data.get('preset', data.get('root', ''))}"
+                desc += f" split={data['split']}" if data.get("split") else ""
+                desc += f" seed={cfg.get('seed')}"
+            except (OSError, ValueError):
+                desc = "(unreadable config)"
+            state = "complete" if run.complete else ("stale" if runs.is_stale(run) else "partial")
+            print(f"{run.key:16}  {state:10}  {run.size_bytes() / 1e6:6.1f}  {desc}")
+        return 0
+    # clean
+    if not (args.yes or args.incomplete or args.stale):
+        raise SystemExit("dbrepro runs clean removes every cached run; add --yes to confirm "
+                         "(or --incomplete / --stale to remove only those)")
+    removed = runs.clean(incomplete=args.incomplete, stale=args.stale)
+    print(f"removed {len(removed)} run(s) from {runs.runs_root()}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .runs import find_run
+
+    try:
+        run = find_run(args.run)
+    except KeyError as e:
+        raise SystemExit(str(e.args[0]))
+    path = export_onnx(run, args.output, opset=args.opset)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from .data import specs
+    from .recipes import world_data
+
+    world = specs.world_for(world_data(args.profile, seed=args.seed))
+    print(world.summary() if hasattr(world, "summary") else world)
+    return 0
+
+
+def cmd_book(args: argparse.Namespace, rest: list[str]) -> int:
+    from . import book
+
+    return int(book.main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import DEFAULT_PROFILE, PROFILE_NAMES
+
+    parser = argparse.ArgumentParser(prog="dbrepro", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a recipe or a config file (cached in the run cache)",
+                       description="Train one run. Same config -> same run key -> loaded from the cache, "
+                                   "or resumed from its last checkpoint if it was interrupted.")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--recipe", default="cosface",
+                     help="softmax, contrastive, triplet, center, range, cosface, arcface, sphereface, db (default cosface)")
+    src.add_argument("--config", help="YAML/JSON file of TrainConfig fields (see dbrepro.train.TrainConfig)")
+    t.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES, help="size profile (default cpu)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", help="a Range Loss split of the training data: A-0..A-4, B-0..B-3")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set lr=0.05 --set head_kwargs.s=30 (repeatable)")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader workers for on-disk datasets")
+    t.add_argument("--eval", metavar="SUITES", help="afterwards, evaluate on these world suites (comma-separated)")
+    t.add_argument("--flip", action="store_true", help="evaluate with flip-augmented embeddings")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained run on suites",
+                       description="Evaluate a complete run (results are cached in its folder).")
+    e.add_argument("--run", required=True, help="run key or unambiguous prefix (see dbrepro runs list)")
+    e.add_argument("--suites", help="comma-separated synthetic-world suites: lfw, cplfw, calfw, agedb, rfw, afw, blufr, megaface")
+    e.add_argument("--bin", action="append", help="an InsightFace .bin verification pack (repeatable)")
+    e.add_argument("--lfw-pairs", help="an LFW pairs file (pairs.txt or pairsDevTest.txt)")
+    e.add_argument("--lfw-root", help="the LFW image folder for --lfw-pairs")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--flip", action="store_true", help="flip-augmented embeddings (InsightFace style)")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("runs", help="list or clean the run cache ($DBREPRO_CACHE/runs)")
+    r.add_argument("action", choices=("list", "clean"))
+    r.add_argument("--incomplete", action="store_true", help="clean: only runs without metrics.json")
+    r.add_argument("--stale", action="store_true", help="clean: only runs keyed under an older cache version")
+    r.add_argument("--yes", action="store_true", help="clean: confirm removing every run")
+    r.set_defaults(func=cmd_runs)
+
+    x = sub.add_parser("export", help="export a trained embedding model to ONNX")
+    x.add_argument("--run", required=True, help="run key or prefix")
+    x.add_argument("output", help="the .onnx file to write")
+    x.add_argument("--opset", type=int, default=17)
+    x.set_defaults(func=cmd_export)
+
+    w = sub.add_parser("world", help="render (or load) the synthetic world of a profile and summarise it")
+    w.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=cmd_world)
+
+    b = sub.add_parser("book", help="execute the notebooks / build the site / check it offline (see dbrepro book --help)",
+                       add_help=False)
+    b.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "book":
+        return cmd_book(argparse.Namespace(), argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:  # bad input anywhere below: one clear line, no traceback
+        print(f"dbrepro {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Recipes: the training configs of the book's experiments, built from a profile.
+
+Every experiment of both papers is one function here, so the notebooks, the CLI and the tests
+build identical configs (and therefore hit the same run-cache entries). The numbers that are the
+papers' own (margins, loss weights, eps, lambda, K) are named constants with their source.
+
+>>> cfg = softmax("smoke", split="A-2", seed=1)
+>>> cfg.head, cfg.data["split"], cfg.seed
+('softmax', 'A-2', 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import Profile, get_profile
+from .train import TrainConfig
+
+#: Range Loss §3.4: weights of softmax, intra and inter parts are 1, 5e-5 and 1e-4; k = 2.
+RANGE_K = 2
+RANGE_INTRA_WEIGHT = 5e-5
+RANGE_INTER_WEIGHT = 1e-4
+#: Range Loss identity-balanced batches: 16 identities x 16 images (§3.5).
+RANGE_PK = (16, 16)
+#: CosFace (Wang et al. 2018) and the DB paper: s = 64, m = 0.35; ArcFace: m = 0.5.
+COSFACE_M = 0.35
+ARCFACE_M = 0.5
+#: Domain Balancing §4.2: eps = 5.5, lambda = 0.01, K = 100 (CASIA-WebFace, 10.5k classes).
+DB_EPS = 5.5
+DB_LAMBDA = 0.01
+DB_K = 100
+
+
+def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The data spec of the profile's synthetic world (optionally one Range Loss split of it)."""
+    p = get_profile(profile)
+    spec: dict[str, Any] = {"kind": "synth", "preset": p.world.get("preset", p.name), "seed": seed}
+    overrides = {k: v for k, v in p.world.items() if k != "preset"}
+    if overrides:
+        spec["overrides"] = overrides
+    if split is not None:
+        spec["split"] = split
+    spec.update(extra)
+    return spec
+
+
+def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: str | None = None, seed: int = 0,
+         **changes: Any) -> TrainConfig:
+    """The profile's backbone, sizes and schedule (SGD, momentum 0.9, wd 5e-4, lr 0.1 /10 at 5, 8, 11 of 15)."""
+    p = get_profile(profile)
+    if data is None:
+        data = world_data(p, split=split)
+    elif split is not None:
+        data = {**data, "split": split}
+    cfg = dict(data=data, backbone=p.backbone, embedding_size=p.embedding_size, image_size=p.image_size,
+               epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, seed=seed)
+    cfg.update(changes)
+    return TrainConfig(**cfg)
+
+
+# -- Part I: Range Loss and the losses it compares with (all joint with softmax, Eq. 5) -------------
+
+def softmax(profile, **kw) -> TrainConfig:
+    """Softmax cross-entropy with inner-product logits and bias (Range Loss Eq. 5, first term)."""
+    return base(profile, head="softmax", **kw)
+
+
+def contrastive(profile, **kw) -> TrainConfig:
+    """Softmax + contrastive loss (DeepID2), pairs built as Range Loss §3.2 describes."""
+    p = get_profile(profile)
+    return base(profile, head="softmax", terms={"contrastive": dict(p.contrastive)}, **kw)
+
+
+def triplet(profile, **kw) -> TrainConfig:
+    """Softmax + triplet loss (FaceNet), without hard mining (Range Loss §4.1)."""
+    p = get_profile(profile)
+    return base(profile, head="softmax", terms={"triplet": dict(p.triplet)}, **kw)
+
+
+def center(profile, **kw) -> TrainConfig:
+    """Softmax + center loss (Wen et al. 2016)."""
+    p = get_profile(profile)
+    return base(profile, head="softmax", terms={"center": dict(p.center)}, **kw)
+
+
+def range_loss(profile, **kw) -> TrainConfig:
+    """Softmax + range loss (Eq. 2-5) on identity-balanced P x K batches (16 x 16 in the paper)."""
+    p = get_profile(profile)
+    pk = p.range_pk
+    terms = {"range": {"k": RANGE_K, "margin": p.range_margin, "intra_weight": RANGE_INTRA_WEIGHT,
+                       "inter_weight": RANGE_INTER_WEIGHT}}
+    return base(profile, head="softmax", terms=terms, sampler="pk", pk=pk, batch_size=pk[0] * pk[1], **kw)
+
+
+# -- Part II: margin heads and Domain Balancing ----------------------------------------------------
+
+def cosface(profile, **kw) -> TrainConfig:
+    p = get_profile(profile)
+    return base(profile, head="cosface", head_kwargs={"s": p.scale, "m": COSFACE_M}, **kw)
+
+
+def arcface(profile, **kw) -> TrainConfig:
+    p = get_profile(profile)
+    return base(profile, head="arcface", head_kwargs={"s": p.scale, "m": ARCFACE_M}, **kw)
+
+
+def sphereface(profile, **kw) -> TrainConfig:
+    return base(profile, head="sphereface", **kw)
+
+
+def dfi_config(profile, k: int | None = None) -> dict[str, Any]:
+    """DFI settings: K nearest prototypes (profile default scaled to the class count), s, eps, refresh period."""
+    p = get_profile(profile)
+    return {"k": p.dfi_k if k is None else int(k), "s": p.scale, "eps": DB_EPS, "every": p.dfi_refresh_every}
+
+
+def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: int | None = None,
+                     **kw) -> TrainConfig:
+    """The DB ablations of Table 2: RBM (soft gate or w/o soft gate) and/or DBM on top of CosFace.
+
+    ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="none"`` is "RBM (w/o sg)", f(x) = 1.
+    """
+    p = get_profile(profile)
+    head = "dbm" if dbm else "cosface"
+    needs_dfi = dbm or rbm == "soft"
+    return base(profile, head=head, head_kwargs={"s": p.scale, "m": COSFACE_M}, rbm=rbm, rbm_weight=DB_LAMBDA,
+                dfi=dfi_config(p, k) if needs_dfi else None, **kw)
+
+
+#: name -> recipe, for the CLI (``dbrepro train --recipe NAME``).
+RECIPES: dict[str, Callable[..., TrainConfig]] = {
+    "softmax": softmax,
+    "contrastive": contrastive,
+    "triplet": triplet,
+    "center": center,
+    "range": range_loss,
+    "cosface": cosface,
+    "arcface": arcface,
+    "sphereface": sphereface,
+    "db": domain_balancing,
+}
