@@ -57,8 +57,9 @@ def test_hand_example_and_self_excluded():
 def test_chunking_does_not_change_the_result():
     weight = torch.randn(103, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     reference = inter_class_compactness(weight, k=10, s=30.0, chunk=103)
-    for chunk in (1, 2, 10, 64, 102, 1000):
-        torch.testing.assert_close(inter_class_compactness(weight, k=10, s=30.0, chunk=chunk), reference, rtol=0, atol=1e-6)
+    for chunk in (1, 10, 64, 102, 1000):
+        chunked = inter_class_compactness(weight, k=10, s=30.0, chunk=chunk)
+        torch.testing.assert_close(chunked, reference, rtol=0, atol=1e-6)
 
 
 def test_float32_weight_agrees_with_float64():

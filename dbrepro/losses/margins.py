@@ -29,11 +29,13 @@ def check_head_inputs(
 ) -> None:
     """Raise a ``ValueError`` naming ``who`` unless embeddings are (B, D) float and labels int64 (B,) in range."""
     if not isinstance(embeddings, torch.Tensor) or not torch.is_floating_point(embeddings):
-        raise ValueError(f"{who}: embeddings must be a floating-point tensor, got {getattr(embeddings, 'dtype', embeddings)}")
+        got = getattr(embeddings, "dtype", type(embeddings).__name__)
+        raise ValueError(f"{who}: embeddings must be a floating-point tensor, got {got}")
     if embeddings.ndim != 2 or embeddings.shape[1] != embedding_size:
         raise ValueError(f"{who}: embeddings must have shape (B, {embedding_size}), got {tuple(embeddings.shape)}")
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
-        raise ValueError(f"{who}: labels must be an int64 tensor, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        got = getattr(labels, "dtype", type(labels).__name__)
+        raise ValueError(f"{who}: labels must be an int64 tensor, got {got}")
     if labels.shape != (embeddings.shape[0],):
         raise ValueError(
             f"{who}: labels must have shape ({embeddings.shape[0]},) to match the embeddings, got {tuple(labels.shape)}"
@@ -107,7 +109,10 @@ class SoftmaxHead(MarginHead):
 
 
 class CosFace(MarginHead):
-    """CosFace / LMCL (Wang et al., CVPR 2018, Eq. 4): ``s (cos theta_y - m)`` for the target, ``s cos theta_j`` otherwise."""
+    """CosFace / LMCL (Wang et al., CVPR 2018, Eq. 4).
+
+    ``s (cos theta_y - m)`` for the target class, ``s cos theta_j`` for the others.
+    """
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.35) -> None:
         super().__init__(embedding_size, num_classes)
