@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from dbrepro.config import PROFILES, get_profile, resolve_device, scaled_milestones
+
+
+def test_three_profiles_defined_once():
+    assert set(PROFILES) == {"smoke", "cpu", "paper"}
+    assert get_profile("cpu") is PROFILES["cpu"]
+    assert get_profile("CPU") is PROFILES["cpu"]
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown profile 'gpu'.*smoke, cpu, paper"):
+        get_profile("gpu")
+
+
+def test_paper_profile_has_the_papers_settings():
+    p = get_profile("paper")
+    assert (p.image_size, p.embedding_size, p.epochs, p.lr) == (112, 512, 15, 0.1)
+    assert p.milestones == (5, 8, 11)
+    assert p.backbone in ("ir18", "ir50")
+
+
+def test_scaled_milestones():
+    assert scaled_milestones(15) == (5, 8, 11)
+    assert scaled_milestones(30) == (10, 16, 22)
+    assert scaled_milestones(6) == (2, 3, 4)
+    assert scaled_milestones(2) == (1,)
+    assert scaled_milestones(1) == ()
+    with pytest.raises(ValueError):
+        scaled_milestones(0)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda")

@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from dbrepro.results import Results, claims_frame, compare, compare_intervals, fmt_pm, load_results, mean_std
+
+
+def test_results_written_atomically_and_read_back(tmp_path):
+    r = Results("rl-02", "smoke", tmp_path / "rl-02")
+    r.add("accuracy", {"A-0": 0.91})
+    r.claim("t2-a2-best", "A-2 beats A-0", "98.25 vs 97.87", "90.1 vs 90.0", "inconclusive", section="Table 2")
+    path = r.save()
+    data = json.loads(path.read_text())
+    assert data["notebook"] == "rl-02" and data["numbers"]["accuracy"] == {"A-0": 0.91}
+    assert data["claims"][0]["verdict"] == "inconclusive"
+    frame = claims_frame(load_results(tmp_path))
+    assert list(frame["notebook"]) == ["rl-02"]
+
+
+def test_bad_verdict_and_duplicate_claim(tmp_path):
+    r = Results("x", "smoke", tmp_path / "x")
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        r.claim("a", "c", 1, 2, "probably")
+    r.claim("a", "c", 1, 2, "reproduced")
+    with pytest.raises(ValueError, match="twice"):
+        r.claim("a", "c", 1, 2, "reproduced")
+
+
+def test_compare_uses_standard_errors():
+    assert compare([0.90, 0.91, 0.92], [0.80, 0.81, 0.82]) == "reproduced"
+    assert compare([0.80, 0.81, 0.82], [0.90, 0.91, 0.92]) == "not reproduced"
+    assert compare([0.80, 0.85, 0.90], [0.82, 0.84, 0.86]) == "inconclusive"
+    assert compare([0.80, 0.81, 0.82], [0.90, 0.91, 0.92], expect="less") == "reproduced"
+    assert compare([0.9], [0.8]) == "inconclusive"  # no error bar from one seed
+
+
+def test_compare_intervals():
+    assert compare_intervals(0.01, 0.03) == "reproduced"
+    assert compare_intervals(-0.03, -0.01) == "not reproduced"
+    assert compare_intervals(-0.01, 0.02) == "inconclusive"
+    assert compare_intervals(-0.03, -0.01, expect="less") == "reproduced"
+
+
+def test_mean_std_and_format():
+    m, s = mean_std([1.0, 2.0, 3.0])
+    assert m == 2.0 and s == pytest.approx(1.0)
+    assert fmt_pm([0.9, 0.92]) == "91.00 ± 1.41"
