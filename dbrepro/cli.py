@@ -179,7 +179,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         run = find_run(args.run)
     except KeyError as e:
         raise SystemExit(str(e.args[0]))
-    path = export_onnx(run, args.output, opset=args.opset)
+    try:
+        path = export_onnx(run, args.output, opset=args.opset)
+    except ImportError as e:  # onnx is an optional (dev) dependency
+        raise SystemExit(str(e))
     print(f"wrote {path}")
     return 0
 
@@ -269,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:  # bad input anywhere below: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as e:  # bad input anywhere below: one clear line, no traceback
         print(f"dbrepro {args.command}: {e}", file=sys.stderr)
         return 2
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import resolve_device, scaled_milestones
 from .data.base import FaceDataset
