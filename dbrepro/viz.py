@@ -1,0 +1,252 @@
+"""Plotting helpers shared by the notebooks (matplotlib only, no global style changes).
+
+Every function draws into a given ``ax`` (or a new figure when none is given) and returns the
+figure, so notebooks can compose panels and save them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+
+def _as_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A uint8 image 3 x H x W (torch or numpy) as H x W x 3 for ``imshow``."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"expected an image shaped 3 x H x W, got {arr.shape}")
+    return np.transpose(arr, (1, 2, 0))
+
+
+def show_faces(
+    images: torch.Tensor | np.ndarray | Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    size: float = 1.3,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of face images (uint8, N x 3 x H x W), nearest-neighbour upscaled, optional titles."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("show_faces: no images to show")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"show_faces: {len(titles)} titles for {n} images")
+    if ncols < 1:
+        raise ValueError(f"show_faces: ncols must be >= 1, got {ncols}")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * (1.18 if titles else 1.0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(_as_hwc(images[i]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def class_size_plot(labels: np.ndarray | Sequence[int], cut: int = 20, ax: Axes | None = None) -> Figure:
+    """Images per class, classes sorted by size (log y), with the tail cut (Range Loss: < ``cut`` images).
+
+    The title gives the share of classes and of images in the tail, the paper's "tail ratio".
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    counts = np.sort(counts[counts > 0])[::-1]
+    if counts.size == 0:
+        raise ValueError("class_size_plot: no labels")
+    fig, ax = _figure(ax, (6.0, 3.2))
+    rank = np.arange(1, counts.size + 1)
+    tail = counts < cut
+    ax.fill_between(rank, counts, step="mid", alpha=0.3, color="tab:blue")
+    ax.step(rank, counts, where="mid", color="tab:blue", label="images per identity")
+    ax.axhline(cut, color="tab:red", linestyle="--", linewidth=1, label=f"tail: < {cut} images")
+    if tail.any():
+        ax.axvline(rank[tail][0] - 0.5, color="tab:red", linewidth=0.8, alpha=0.6)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks([t for t in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if counts.min() <= t <= counts.max() * 1.5])
+    ax.set_xlabel("identity rank (largest first)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{tail.mean():.0%} of {counts.size} identities and {counts[tail].sum() / counts.sum():.0%} "
+                 f"of {counts.sum()} images are in the tail", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def domain_frequency_plot(table: pd.DataFrame, ax: Axes | None = None, column: str = "identities") -> Figure:
+    """Bars of identities (or images) per domain, most frequent first (the DB paper's Fig. 1)."""
+    if "domain" not in table or column not in table:
+        raise ValueError(f"domain_frequency_plot: the table needs 'domain' and {column!r} columns")
+    t = table.sort_values(column, ascending=False)
+    fig, ax = _figure(ax, (6.0, 3.2))
+    ax.bar(t["domain"], t[column], color="tab:blue")
+    ax.set_ylabel(column)
+    ax.set_xlabel("domain (group / age band)")
+    ax.tick_params(axis="x", rotation=60, labelsize=8)
+    top, low = t[column].iloc[0], t[column].iloc[-1]
+    if low > 0:
+        ax.set_title(f"most frequent / rarest domain: {top / low:.1f}x", fontsize=9)
+    return fig
+
+
+def _figure(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def category_scatter(
+    xy: np.ndarray,
+    categories: Sequence,
+    order: Sequence | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    size: float = 4.0,
+) -> Figure:
+    """A 2-D scatter (e.g. a t-SNE map) coloured by a categorical label, one legend entry per value.
+
+    ``order`` fixes the colour order (and legend) of the categories; by default they are sorted.
+    """
+    xy = np.asarray(xy, dtype=float)
+    categories = np.asarray(categories)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"category_scatter: xy must be N x 2, got {xy.shape}")
+    if len(categories) != len(xy):
+        raise ValueError(f"category_scatter: {len(categories)} categories for {len(xy)} points")
+    values = list(order) if order is not None else sorted(set(categories.tolist()))
+    missing = sorted(set(categories.tolist()) - set(values), key=str)
+    if missing:
+        raise ValueError(f"category_scatter: categories {missing} are not in order={values}")
+    fig, ax = _figure(ax, (5.0, 4.5))
+    colours = plt.get_cmap("tab10")
+    for i, value in enumerate(values):
+        mask = categories == value
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=colours(i % 10), label=f"{value} ({mask.sum()})",
+                   alpha=0.7, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, markerscale=3, frameon=False)
+    return fig
+
+
+def grouped_bars(
+    means: pd.DataFrame,
+    errors: pd.DataFrame | None = None,
+    ax: Axes | None = None,
+    ylabel: str = "",
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Figure:
+    """Bars grouped by the rows of ``means`` (e.g. domains), one bar per column (e.g. method), with
+    optional error bars from ``errors`` (same shape), as in the DB paper's Fig. 7."""
+    if errors is not None and errors.shape != means.shape:
+        raise ValueError(f"grouped_bars: errors has shape {errors.shape}, means {means.shape}")
+    fig, ax = _figure(ax, (6.0, 3.4))
+    n_rows, n_cols = means.shape
+    width = 0.8 / max(1, n_cols)
+    x = np.arange(n_rows)
+    colours = plt.get_cmap("tab10")
+    for j, column in enumerate(means.columns):
+        err = None if errors is None else errors[column].to_numpy(dtype=float)
+        ax.bar(x + (j - (n_cols - 1) / 2) * width, means[column].to_numpy(dtype=float), width, yerr=err,
+               capsize=2, color=colours(j % 10), label=str(column))
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(i) for i in means.index])
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def seeds_vs_paper(
+    categories: Sequence[str],
+    ours: Sequence[Sequence[float]],
+    paper: Sequence[float] | None = None,
+    ax: Axes | None = None,
+    scale: float = 100.0,
+    ylabel: str = "accuracy (%)",
+    paper_label: str = "paper",
+    colour: str = "tab:blue",
+) -> Figure:
+    """Our metric per category (one dot per seed, mean +- std) beside the paper's values.
+
+    ``ours[i]`` holds the values (e.g. accuracies in [0, 1], times ``scale``) of ``categories[i]`` over
+    seeds; a single value gets no error bar. ``paper`` (already in its own units) is drawn as black
+    crosses joined by a dashed line on a second y axis: the levels of a small synthetic experiment and
+    of the paper's cannot share an axis, only the *shape* across categories compares.
+    """
+    if len(ours) != len(categories):
+        raise ValueError(f"seeds_vs_paper: {len(ours)} value lists for {len(categories)} categories")
+    if paper is not None and len(paper) != len(categories):
+        raise ValueError(f"seeds_vs_paper: {len(paper)} paper values for {len(categories)} categories")
+    fig, ax = _figure(ax, (5.0, 3.4))
+    x = np.arange(len(categories))
+    for i, vals in enumerate(ours):
+        v = scale * np.asarray(vals, dtype=float)
+        if v.size == 0:
+            raise ValueError(f"seeds_vs_paper: no values for {categories[i]!r}")
+        ax.scatter(np.full(v.size, x[i]), v, s=14, color=colour, alpha=0.45, zorder=2,
+                   label="one seed" if i == 0 else None)
+        std = v.std(ddof=1) if v.size > 1 else 0.0
+        ax.errorbar(x[i], v.mean(), yerr=std, fmt="o", color=colour, capsize=5, zorder=3,
+                    label="ours: mean ± std over seeds" if i == 0 else None)
+    ax.plot(x, [scale * np.mean(v) for v in ours], color=colour, linewidth=1, alpha=0.6)
+    ax.set_xticks(x, categories)
+    ax.set_ylabel(f"ours: {ylabel}", color=colour)
+    handles, labels = ax.get_legend_handles_labels()
+    if paper is not None:
+        twin = ax.twinx()
+        twin.plot(x, paper, "x--", color="black", linewidth=1, label=paper_label)
+        twin.set_ylabel(f"{paper_label}: {ylabel}")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=7, loc="best")
+    return fig
+
+
+def identity_map(xy: np.ndarray, labels: Sequence[int], ax: Axes | None = None, title: str | None = None) -> Figure:
+    """A 2-D map (e.g. t-SNE) of a few identities drawn as coloured letters, as in Range Loss Fig. 3.
+
+    Identity ``i`` (in order of first appearance) is drawn as the letter ``A + i`` in colour ``tab10[i]``;
+    at most 26 identities.
+    """
+    xy = np.asarray(xy, dtype=float)
+    labels = np.asarray(labels)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) != len(labels):
+        raise ValueError(f"identity_map: expected xy (N, 2) and N labels, got {xy.shape} and {labels.shape}")
+    identities = list(dict.fromkeys(labels.tolist()))
+    if len(identities) > 26:
+        raise ValueError(f"identity_map: at most 26 identities (letters), got {len(identities)}")
+    fig, ax = _figure(ax, (4.0, 4.0))
+    colours = plt.cm.tab10(np.arange(len(identities)) % 10)
+    for i, identity in enumerate(identities):
+        pts = xy[labels == identity]
+        for px, py in pts:
+            ax.text(px, py, chr(ord("A") + i), color=colours[i], fontsize=8, ha="center", va="center",
+                    fontweight="bold")
+    pad = 0.05 * (xy.max(axis=0) - xy.min(axis=0) + 1e-9)
+    ax.set_xlim(xy[:, 0].min() - pad[0], xy[:, 0].max() + pad[0])
+    ax.set_ylim(xy[:, 1].min() - pad[1], xy[:, 1].max() + pad[1])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

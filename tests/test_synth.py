@@ -1,0 +1,421 @@
+"""The synthetic world: determinism, cache, long tails, suite protocols, distractors, config errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dbrepro.data import synth
+from dbrepro.data.base import AllVsAllSuite, IdentificationSuite, PairSuite, TensorFaces
+from dbrepro.data.synth_render import MIN_IMAGE_SIZE, hash_uniform, render_faces
+
+#: the smallest world that still has every suite with 10 folds (renders in well under a second)
+TINY = dict(
+    image_size=16, num_identities=12, min_images=2, max_images=6,
+    lfw_pairs=20, cplfw_pairs=20, calfw_pairs=20, agedb_pairs=20, rfw_pairs_per_group=20, afw_pairs_per_band=20,
+    blufr_identities=4, blufr_images_per_identity=2,
+    megaface_identities=2, megaface_images_per_identity=2, megaface_distractors=10,
+)
+
+PAIR_SUITES = ("lfw", "cplfw", "calfw", "agedb", "rfw", "afw")
+
+
+def _digest(world: synth.World) -> str:
+    h = hashlib.sha256()
+    h.update(world.train.images.numpy().tobytes())
+    h.update(world.train.labels.tobytes())
+    h.update(pd.util.hash_pandas_object(world.train.meta, index=False).to_numpy().tobytes())
+    for name in sorted(world.suites):
+        s = world.suites[name]
+        for t in (getattr(s, "images", None), getattr(s, "probes", None), getattr(s, "gallery", None)):
+            if t is not None:
+                h.update(t.numpy().tobytes())
+        if isinstance(s, PairSuite):
+            h.update(s.pairs.tobytes())
+            h.update(s.issame.tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def smoke() -> synth.World:
+    return synth.make_world("smoke", seed=0, cache=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# shapes and tables
+
+
+def test_train_set_shapes_dtypes_and_meta(smoke):
+    cfg = smoke.config
+    train = smoke.train
+    assert isinstance(train, TensorFaces)
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, cfg.image_size, cfg.image_size)
+    assert len(train) == synth.class_sizes(cfg).sum()
+    assert train.num_classes == cfg.num_identities
+    assert set(np.unique(train.labels)) == set(range(cfg.num_identities))
+    expected = {"identity", "label", "group", "age_band", "domain", "sex", *synth.NUISANCE_COLUMNS}
+    assert expected <= set(train.meta.columns)
+    assert len(train.meta) == len(train)
+    # labels are the identity ids of the training identities; domains read "G2/old"
+    np.testing.assert_array_equal(train.meta["label"].to_numpy(), train.labels)
+    np.testing.assert_array_equal(train.meta["identity"].to_numpy(), train.labels)
+    assert (train.meta["domain"] == train.meta["group"] + "/" + train.meta["age_band"]).all()
+    assert train.meta["yaw"].abs().max() <= 70 and train.meta["roll"].abs().max() <= 12
+    assert set(train.meta["occluder"]) <= {"none", "hat", "mask", "patch"}
+    # images are not blank: every image has contrast
+    flat = train.images.float().flatten(1)
+    assert (flat.std(dim=1) > 5).all()
+
+
+def test_identities_table_and_domain_table(smoke):
+    ids = smoke.identities
+    assert ids["identity"].is_unique
+    assert {"identity", "split", "group", "age_band", "domain", "sex", "base_age", "n_images"} <= set(ids.columns)
+    train_ids = ids[ids["split"] == "train"]
+    assert len(train_ids) == smoke.config.num_identities
+    counts = np.bincount(smoke.train.labels)
+    np.testing.assert_array_equal(train_ids.sort_values("identity")["n_images"].to_numpy(), counts)
+    for band, (lo, hi) in synth.AGE_BAND_YEARS.items():
+        ages = ids.loc[ids["age_band"] == band, "base_age"]
+        assert ((ages >= lo) & (ages <= hi)).all()
+    table = smoke.domain_table()
+    assert len(table) == len(synth.GROUPS) * len(synth.AGE_BANDS)
+    assert table["identities"].sum() == smoke.config.num_identities
+    assert table["images"].sum() == len(smoke.train)
+    assert list(table["identities"]) == sorted(table["identities"], reverse=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# determinism and cache
+
+
+def test_same_seed_same_bytes_other_seed_other_world():
+    a = synth.make_world("smoke", 0, config=TINY, cache=False)
+    b = synth.make_world("smoke", 0, config=TINY, cache=False)
+    c = synth.make_world("smoke", 1, config=TINY, cache=False)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+    assert not torch.equal(a.train.images, c.train.images)
+
+
+def test_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("DBREPRO_CACHE", str(tmp_path))
+    first = synth.make_world("smoke", 3, config=TINY)
+    files = list((tmp_path / "worlds").glob("*.pt"))
+    assert len(files) == 1 and files[0].stem == synth.world_key(first.config, 3)
+    assert not list((tmp_path / "worlds").glob(".*.tmp"))  # written atomically, nothing left behind
+    again = synth.make_world("smoke", 3, config=TINY)
+    assert _digest(again) == _digest(first)
+    pd.testing.assert_frame_equal(again.identities, first.identities)
+    pd.testing.assert_frame_equal(again.suites["rfw"].meta, first.suites["rfw"].meta)
+    # the distractor source is rebuilt on load and renders the same images
+    assert torch.equal(again.suites["megaface"].distractors.render(0, 4), first.suites["megaface"].distractors.render(0, 4))
+    # a damaged cache file is discarded and the world rendered again
+    files[0].write_bytes(b"not a world")
+    with pytest.warns(UserWarning, match="discarded unreadable world cache"):
+        third = synth.make_world("smoke", 3, config=TINY)
+    assert _digest(third) == _digest(first)
+
+
+def test_cache_key_depends_on_config_seed_and_version(monkeypatch):
+    cfg = synth.world_config("smoke", TINY)
+    key = synth.world_key(cfg, 0)
+    assert synth.world_key(cfg, 1) != key
+    assert synth.world_key(synth.world_config("smoke", {**TINY, "nuisance": 0.5}), 0) != key
+    monkeypatch.setattr(synth, "WORLD_VERSION", synth.WORLD_VERSION + "-changed")
+    assert synth.world_key(cfg, 0) != key
+
+
+# ----------------------------------------------------------------------------------------------
+# long tails
+
+
+def test_class_sizes_follow_the_range_loss_long_tail():
+    cfg = synth.world_config("smoke", {"num_identities": 300, "min_images": 4, "max_images": 150})
+    n = synth.class_sizes(cfg)
+    assert n.min() == 4 and n.max() == 150
+    assert (n < 20).mean() > 0.5  # a majority of tail identities (Range Loss: < 20 images)
+    assert (n >= 100).sum() >= 5  # and a head with >= 100 images each
+    assert np.all(np.diff(n) <= 0)  # largest first, a monotone power law
+
+
+def test_cpu_preset_sizes_fit_the_budget():
+    cfg = synth.world_config("cpu")
+    n = synth.class_sizes(cfg)
+    assert 8000 <= n.sum() <= 12000
+    assert (n < 20).mean() > 0.5 and (n >= 100).any()
+    suite_images = sum(len(p.images) for p in synth._plans(cfg, 0))
+    assert suite_images <= 25000
+    n_blufr = cfg.blufr_identities * cfg.blufr_images_per_identity
+    matched = cfg.blufr_identities * cfg.blufr_images_per_identity * (cfg.blufr_images_per_identity - 1) // 2
+    assert n_blufr * (n_blufr - 1) // 2 - matched >= 10**5  # TAR at FAR = 1e-4 is measurable
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_domain_frequencies_are_long_tailed(profile):
+    counts = synth.domain_counts(synth.world_config(profile))
+    assert counts["identities"].sum() == synth.world_config(profile).num_identities
+    assert counts["identities"].max() >= 10 * counts["identities"].min() > 0
+    assert np.isclose(counts["frequency"].sum(), 1.0)
+
+
+def test_class_size_is_independent_of_domain():
+    cfg = synth.world_config("cpu")
+    ids = synth._split_identities(cfg, seed=0)
+    freq = ids["group"].map(ids["group"].value_counts()) * ids["age_band"].map(ids["age_band"].value_counts())
+    rho = pd.Series(ids["n_images"].to_numpy()).corr(pd.Series(freq.to_numpy()), method="spearman")
+    assert abs(rho) < 0.1
+    # and the same class-size multiset whatever the seed
+    other = synth._split_identities(cfg, seed=1)
+    np.testing.assert_array_equal(np.sort(ids["n_images"]), np.sort(other["n_images"]))
+
+
+def test_groups_differ_in_covariance_not_only_in_mean():
+    n = 1000
+    ids = synth.sample_identities(0, np.arange(4 * n), np.repeat(synth.GROUPS, n), ["middle"] * (4 * n))
+    std = ids.groupby(["group", "sex"])[list(synth.TRAIT_OWNER)].std().groupby(level="group").mean()
+    for trait, owner in synth.TRAIT_OWNER.items():
+        assert std[trait].idxmax() == owner, trait
+        assert std[trait].max() > 2 * std[trait].min(), trait
+    # every group owns traits of several facial parts, about as many as the others
+    parts = {t.name: t.part for t in synth.TRAITS}
+    owned = pd.Series(synth.TRAIT_OWNER)
+    assert owned.groupby(owned).apply(lambda s: len({parts[t] for t in s.index})).min() >= 5
+    assert owned.value_counts().max() - owned.value_counts().min() <= 1
+
+
+def test_group_shares_of_traits_are_equally_visible():
+    vis = synth.trait_visibility(n_identities=16, image_size=24)
+    assert (vis["visibility"] > 0).all()  # every trait changes the picture
+    per_group = (vis["visibility"] ** 2).groupby(vis["owner"]).sum()
+    assert per_group.max() / per_group.min() < 1.5
+
+
+# ----------------------------------------------------------------------------------------------
+# suites
+
+
+def test_suite_kinds_and_descriptions(smoke):
+    assert set(smoke.suites) == set(synth.SUITE_NAMES)
+    for name in PAIR_SUITES:
+        assert isinstance(smoke.suites[name], PairSuite)
+    assert isinstance(smoke.suites["blufr"], AllVsAllSuite)
+    assert isinstance(smoke.suites["megaface"], IdentificationSuite)
+    for s in smoke.suites.values():
+        assert s.stands_for and s.description
+
+
+def test_suite_identities_are_disjoint_from_training_and_each_other(smoke):
+    ids = smoke.identities
+    train = set(ids.loc[ids["split"] == "train", "identity"])
+    seen: set[int] = set(train)
+    for name, meta in smoke.suite_images.items():
+        used = set(meta["identity"])
+        assert used == set(ids.loc[ids["split"] == name, "identity"])
+        assert not used & seen, name
+        seen |= used
+    assert synth.DISTRACTOR_ID_BASE > max(seen)
+
+
+@pytest.mark.parametrize("name", PAIR_SUITES)
+def test_pair_counts_folds_and_labels(smoke, name):
+    cfg = smoke.config
+    s = smoke.suites[name]
+    expected = {"lfw": cfg.lfw_pairs, "cplfw": cfg.cplfw_pairs, "calfw": cfg.calfw_pairs, "agedb": cfg.agedb_pairs,
+                "rfw": cfg.rfw_pairs_per_group * len(synth.GROUPS), "afw": cfg.afw_pairs_per_band * len(synth.AGE_BANDS)}
+    assert len(s) == expected[name] and len(s.meta) == len(s)
+    # 10 contiguous folds, each half matched
+    assert np.all(np.diff(s.folds) >= 0) and set(s.folds) == set(range(10))
+    for f in range(10):
+        assert s.issame[s.folds == f].mean() == 0.5
+    # matched pairs show one identity, mismatched two; folds are identity-disjoint
+    m = s.meta
+    assert (m["id_a"][s.issame] == m["id_b"][s.issame]).all()
+    assert (m["id_a"][~s.issame] != m["id_b"][~s.issame]).all()
+    img_ids = smoke.suite_images[name]["identity"].to_numpy()
+    np.testing.assert_array_equal(img_ids[s.pairs[:, 0]], m["id_a"])
+    np.testing.assert_array_equal(img_ids[s.pairs[:, 1]], m["id_b"])
+    fold_of = {}
+    for f, a, b in zip(s.folds, m["id_a"], m["id_b"]):
+        assert fold_of.setdefault(a, f) == f and fold_of.setdefault(b, f) == f
+    assert not pd.DataFrame(s.pairs).duplicated().any()
+
+
+@pytest.mark.parametrize("name,stratum,per", [("rfw", "group", "rfw_pairs_per_group"), ("afw", "age_band", "afw_pairs_per_band")])
+def test_per_domain_suites_have_ten_folds_per_stratum(smoke, name, stratum, per):
+    s = smoke.suites[name]
+    for value, sub in s.meta.groupby(stratum):
+        assert len(sub) == getattr(smoke.config, per)
+        folds = s.folds[sub.index]
+        same = s.issame[sub.index]
+        assert set(folds) == set(range(10))
+        for f in range(10):
+            assert same[folds == f].mean() == 0.5
+    # negatives share group and age band, so the attributes do not give the answer away
+    neg = s.meta[~s.issame]
+    assert (neg["domain"] == neg["domain_b"]).all()
+
+
+@pytest.mark.parametrize("name", ["cplfw", "calfw", "agedb"])
+def test_attribute_matched_negatives(smoke, name):
+    neg = smoke.suites[name].meta[~smoke.suites[name].issame]
+    assert (neg["group"] == neg["group_b"]).all() and (neg["age_band"] == neg["age_band_b"]).all()
+
+
+def test_cross_pose_and_cross_age_suites_have_their_gaps(smoke):
+    m = smoke.suites["cplfw"].meta
+    frontal = np.minimum(m["yaw_a"].abs(), m["yaw_b"].abs())
+    profile = np.maximum(m["yaw_a"].abs(), m["yaw_b"].abs())
+    assert (frontal <= synth.FRONTAL_YAW).all()
+    assert ((profile >= synth.PROFILE_YAW[0]) & (profile <= synth.PROFILE_YAW[1])).all()
+    assert (m["yaw_gap"] >= synth.PROFILE_YAW[0] - synth.FRONTAL_YAW).all()
+    calfw = smoke.suites["calfw"].meta
+    assert ((calfw["age_gap"] >= 20 - 1e-9) & (calfw["age_gap"] <= 40 + 1e-9)).all()
+    assert (calfw["age_a"] < calfw["age_b"]).all()
+    agedb = smoke.suites["agedb"].meta
+    np.testing.assert_allclose(agedb["age_gap"], 30.0)  # matched and mismatched pairs alike
+    # the gap is the same for matched and mismatched pairs: it says nothing about the label
+    s = smoke.suites["cplfw"]
+    assert abs(m["yaw_gap"][s.issame].mean() - m["yaw_gap"][~s.issame].mean()) < 10
+
+
+def test_blufr_and_megaface_layout(smoke):
+    cfg = smoke.config
+    blufr = smoke.suites["blufr"]
+    assert len(blufr.images) == cfg.blufr_identities * cfg.blufr_images_per_identity
+    assert np.bincount(np.unique(blufr.identities, return_inverse=True)[1]).tolist() == [cfg.blufr_images_per_identity] * cfg.blufr_identities
+    mf = smoke.suites["megaface"]
+    assert len(mf.gallery) == cfg.megaface_identities
+    assert len(mf.probes) == cfg.megaface_identities * (cfg.megaface_images_per_identity - 1)
+    assert set(mf.probe_ids) == set(mf.gallery_ids)
+    assert len(mf.distractors) == cfg.megaface_distractors
+
+
+# ----------------------------------------------------------------------------------------------
+# distractors and rendering
+
+
+def test_distractors_are_deterministic_per_index_and_chunk_invariant():
+    cfg = synth.world_config("smoke", {**TINY, "megaface_distractors": 300})
+    src = synth.distractor_source(cfg, seed=0)
+    whole = src.render(0, 300)
+    assert whole.shape == (300, 3, cfg.image_size, cfg.image_size) and whole.dtype == torch.uint8
+    assert torch.equal(torch.cat(list(src.chunks(chunk=70))), whole)
+    assert torch.equal(src.render(127, 131), whole[127:131])
+    assert torch.equal(synth.distractor_source(cfg, seed=0).render(250, 300), whole[250:])
+    assert not torch.equal(synth.distractor_source(cfg, seed=1).render(0, 8), whole[:8])
+    assert len({hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in whole}) == 300  # all different faces
+    with pytest.raises(ValueError, match="outside"):
+        src.render(290, 301)
+
+
+def test_render_is_a_pure_function_of_the_parameters():
+    ident = synth.sample_identities(0, np.arange(6), synth.GROUPS[:3] * 2, ["young", "middle", "old"] * 2)
+    keys = np.arange(6, dtype=np.uint64) + 11
+    params, meta = synth.image_parameters(ident, keys)
+    a = synth.render(params, keys, 24, 2)
+    b = synth.render({k: v[2:] for k, v in params.items()}, keys[2:], 24, 2, start=2)
+    assert torch.equal(a[2:], b)
+    assert len(meta) == 6 and set(synth.NUISANCE_COLUMNS) <= set(meta.columns)
+    with pytest.raises(ValueError, match="missing parameters"):
+        render_faces({"yaw": torch.zeros(2)}, keys[:2], 24)
+    with pytest.raises(ValueError, match=f">= {MIN_IMAGE_SIZE}"):
+        synth.render(params, keys, MIN_IMAGE_SIZE - 1, 1)
+
+
+def test_hash_uniform_is_counter_based():
+    u = hash_uniform(np.array([1, 2, 3], dtype=np.uint64), 5)
+    assert u.shape == (3, 5) and ((u >= 0) & (u < 1)).all()
+    np.testing.assert_array_equal(hash_uniform(np.array([2], dtype=np.uint64), 5)[0], u[1])
+    big = hash_uniform(np.arange(20000, dtype=np.uint64), 1)[:, 0]
+    assert abs(big.mean() - 0.5) < 0.01 and abs(big.var() - 1 / 12) < 0.003
+
+
+def test_world_render_overrides(smoke):
+    ident = int(smoke.identities.loc[smoke.identities["split"] == "train", "identity"].iloc[0])
+    sweep = smoke.render([ident] * 3, {"yaw": [-50.0, 0.0, 50.0]}, nuisance=0.0)
+    assert sweep.shape == (3, 3, 32, 32)
+    assert not torch.equal(sweep[0], sweep[1]) and not torch.equal(sweep[1], sweep[2])
+    assert torch.equal(smoke.render([ident] * 3, {"yaw": [-50.0, 0.0, 50.0]}, nuisance=0.0), sweep)
+    with pytest.raises(ValueError, match="cannot override"):
+        smoke.render([ident], {"hairstyle": [1]})
+    with pytest.raises(ValueError, match="unknown identities"):
+        smoke.render([10**9])
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration errors
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("num_identities", 0, "num_identities"),
+    ("num_identities", -5, "num_identities"),
+    ("min_images", 1, "min_images"),
+    ("max_images", 2, "max_images"),
+    ("lfw_pairs", 0, "lfw_pairs"),
+    ("rfw_pairs_per_group", -20, "rfw_pairs_per_group"),
+    ("afw_pairs_per_band", 30, "multiple of 20"),
+    ("blufr_identities", 0, "blufr_identities"),
+    ("megaface_images_per_identity", 1, "megaface_images_per_identity"),
+    ("megaface_distractors", 0, "megaface_distractors"),
+    ("image_size", 8, f">= {MIN_IMAGE_SIZE}"),
+    ("supersample", 0, "supersample"),
+    ("group_freqs", (0.5, 0.3, 0.1, 0.05), "summing to 1"),
+    ("group_freqs", (0.5, 0.5), "4 frequencies"),
+    ("age_band_freqs", (0.5, 0.6, -0.1), "positive"),
+    ("identity_spread", 0.0, "identity_spread"),
+    ("nuisance", -1.0, "nuisance"),
+    ("class_size_exponent", 0.0, "class_size_exponent"),
+])
+def test_bad_config_is_a_clear_value_error(field, value, match):
+    with pytest.raises(ValueError, match=match) as err:
+        synth.world_config("smoke", {field: value})
+    assert field in str(err.value)
+
+
+def test_unknown_profile_preset_field_and_seed():
+    with pytest.raises(ValueError, match="unknown profile"):
+        synth.make_world("gpu-farm")
+    with pytest.raises(ValueError, match="unknown WorldConfig field"):
+        synth.world_config("smoke", {"n_people": 3})
+    with pytest.raises(ValueError, match="seed"):
+        synth.make_world("smoke", seed=-1, cache=False)
+
+
+def test_unknown_preset_in_a_profile(monkeypatch):
+    from dbrepro import config
+
+    bad = config.get_profile("smoke").replace(name="odd", world={"preset": "huge"})
+    monkeypatch.setitem(config.PROFILES, "odd", bad)
+    with pytest.raises(ValueError, match="unknown world preset 'huge'"):
+        synth.world_config("odd")
+
+
+def test_profile_world_keys_override_the_preset(monkeypatch):
+    from dbrepro import config
+
+    prof = config.get_profile("smoke").replace(name="odd", world={"preset": "smoke", "nuisance": 0.25})
+    monkeypatch.setitem(config.PROFILES, "odd", prof)
+    cfg = synth.world_config("odd", {"identity_spread": 1.5})
+    assert cfg.nuisance == 0.25 and cfg.identity_spread == 1.5
+    assert cfg.num_identities == synth.PRESETS["smoke"].num_identities
+    whole = synth.WorldConfig(num_identities=7)
+    assert synth.world_config("cpu", whole) is whole
+
+
+def test_cache_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("DBREPRO_CACHE", str(tmp_path))
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        synth.make_world("smoke", 0, config=TINY)
+    assert list((tmp_path / "worlds").iterdir()) == []
