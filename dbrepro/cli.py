@@ -191,8 +191,16 @@ def cmd_world(args: argparse.Namespace) -> int:
     from .data import specs
     from .recipes import world_data
 
+    import numpy as np
+
     world = specs.world_for(world_data(args.profile, seed=args.seed))
-    print(world.summary() if hasattr(world, "summary") else world)
+    sizes = np.bincount(world.train.labels)
+    print(f"synthetic world, profile {args.profile}, seed {args.seed}: {len(world.train)} training images of "
+          f"{world.train.num_classes} identities at {world.config.image_size} px; "
+          f"{(sizes < 20).mean():.0%} of identities have < 20 images, {(sizes >= 100).sum()} have >= 100")
+    print(world.domain_table().to_string(index=False))
+    for name, suite in world.suites.items():
+        print(f"  {name:9} {type(suite).__name__:20} stands for {suite.stands_for}")
     return 0
 
 
