@@ -32,9 +32,16 @@ DB_K = 100
 
 
 def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The data spec of the profile's synthetic world (optionally one Range Loss split of it)."""
+    """The data spec of the profile's synthetic world (optionally one Range Loss split of it).
+
+    The spec carries the generator's ``WORLD_VERSION``: a run's cache key is a hash of its config, data
+    spec included, so a run trained on an older world is never served for the current one.
+    """
+    from .data.synth import WORLD_VERSION
+
     p = get_profile(profile)
-    spec: dict[str, Any] = {"kind": "synth", "preset": p.world.get("preset", p.name), "seed": seed}
+    spec: dict[str, Any] = {"kind": "synth", "preset": p.world.get("preset", p.name), "seed": seed,
+                            "world_version": WORLD_VERSION}
     overrides = {k: v for k, v in p.world.items() if k != "preset"}
     if overrides:
         spec["overrides"] = overrides
@@ -119,8 +126,16 @@ def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: 
     """The DB ablations of Table 2: RBM (soft gate or w/o soft gate) and/or DBM on top of CosFace.
 
     ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="none"`` is "RBM (w/o sg)", f(x) = 1.
+
+    ``k=0`` ("without DFI", Table 3) is the CosFace baseline too: with no neighbours there is no
+    domain frequency to balance, and DB §4.4 says the model then "degenerates into the original
+    form without balancing representation and margin supplied by RBM and DBM" (Table 3's K = 0
+    column equals Table 2's baseline row). Both return exactly :func:`cosface`'s config, so they
+    share its run-cache entry.
     """
     p = get_profile(profile)
+    if (rbm is None and not dbm) or k == 0:
+        return cosface(p, **kw)
     head = "dbm" if dbm else "cosface"
     needs_dfi = dbm or rbm == "soft"
     return base(profile, head=head, head_kwargs={"s": p.scale, "m": COSFACE_M}, rbm=rbm, rbm_weight=DB_LAMBDA,

@@ -212,13 +212,14 @@ def seeds_vs_paper(
     ax.set_xticks(x, categories)
     ax.set_ylabel(f"ours: {ylabel}", color=colour)
     handles, labels = ax.get_legend_handles_labels()
+    top = ax
     if paper is not None:
-        twin = ax.twinx()
-        twin.plot(x, paper, "x--", color="black", linewidth=1, label=paper_label)
-        twin.set_ylabel(f"{paper_label}: {ylabel}")
-        more_handles, more_labels = twin.get_legend_handles_labels()
+        top = ax.twinx()  # drawn above ax: the legend goes on it, or the paper's line would cross it
+        top.plot(x, paper, "x--", color="black", linewidth=1, label=paper_label)
+        top.set_ylabel(f"{paper_label}: {ylabel}")
+        more_handles, more_labels = top.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, fontsize=7, loc="best")
+    top.legend(handles, labels, fontsize=7, loc="best")
     return fig
 
 
