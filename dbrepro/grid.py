@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import experiments
+from .results import fmt_pm
 
 #: headline numbers copied from an evaluation result into the grid table, when present
 HEADLINE = ("accuracy", "std", "threshold", "auc", "eer", "rank1", "rank5")
@@ -71,8 +72,7 @@ def summarize(table: pd.DataFrame, by: list[str], metric: str = "accuracy", scal
         raise ValueError(f"metric {metric!r} is not a column; have {', '.join(map(str, table.columns))}")
     g = table.groupby(by, sort=False)[metric]
     out = pd.DataFrame({"mean": g.mean() * scale, "std": g.std(ddof=1).fillna(0.0) * scale, "n": g.count()})
-    out["mean ± std"] = [f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f}"
-                        for m, s, n in zip(out["mean"], out["std"], out["n"])]
+    out["mean ± std"] = g.agg(lambda v: fmt_pm(list(v), scale=scale, digits=digits))
     return out.reset_index()
 
 

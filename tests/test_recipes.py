@@ -1,0 +1,56 @@
+"""Recipes build the configs whose hashes key the run cache: the keys must change when the data does."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from dbrepro import recipes
+from dbrepro.config import get_profile
+
+
+def test_world_data_carries_the_world_version_into_the_run_key():
+    from dbrepro.data import synth
+
+    spec = recipes.world_data("smoke")
+    assert spec["world_version"] == synth.WORLD_VERSION
+    old_key = recipes.softmax("smoke").key()
+    with mock.patch.object(synth, "WORLD_VERSION", synth.WORLD_VERSION + "-next"):
+        assert recipes.world_data("smoke")["world_version"] == synth.WORLD_VERSION
+        new_key = recipes.softmax("smoke").key()
+    assert new_key != old_key  # a run on an older world is never served for the current one
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_domain_balancing_without_dfi_is_the_cosface_baseline(profile):
+    """DB §4.4 / Table 3: K = 0 degenerates to CosFace, so it shares the baseline's cache entry."""
+    baseline = recipes.cosface(profile, seed=3)
+    assert recipes.domain_balancing(profile, k=0, seed=3).key() == baseline.key()
+    assert recipes.domain_balancing(profile, rbm=None, dbm=False, seed=3).key() == baseline.key()
+    full = recipes.domain_balancing(profile, seed=3)
+    assert full.key() != baseline.key()
+    assert full.head == "dbm" and full.rbm == "soft"
+    assert full.dfi["k"] == get_profile(profile).dfi_k and full.dfi["eps"] == recipes.DB_EPS
+
+
+def test_db_ablation_rows_differ_only_where_table_2_says():
+    rows = {
+        "rbm w/o sg": recipes.domain_balancing("smoke", rbm="none", dbm=False),
+        "rbm": recipes.domain_balancing("smoke", rbm="soft", dbm=False),
+        "dbm": recipes.domain_balancing("smoke", rbm=None, dbm=True),
+    }
+    assert rows["rbm w/o sg"].dfi is None  # f(x) = 1 needs no DFI
+    assert rows["rbm"].head == "cosface" and rows["rbm"].dfi is not None
+    assert rows["dbm"].head == "dbm" and rows["dbm"].rbm is None
+    assert len({cfg.key() for cfg in rows.values()}) == 3
+
+
+def test_range_loss_recipe_uses_identity_balanced_batches_of_the_profile():
+    for profile in ("smoke", "cpu", "paper"):
+        cfg = recipes.range_loss(profile)
+        p, k = get_profile(profile).range_pk
+        assert cfg.sampler == "pk" and tuple(cfg.pk) == (p, k) and cfg.batch_size == p * k
+        assert cfg.terms["range"]["intra_weight"] == 5e-5 and cfg.terms["range"]["inter_weight"] == 1e-4
+    assert recipes.RANGE_PK == (16, 16)  # the paper's batches, used by the paper profile
+    assert tuple(get_profile("paper").range_pk) == (16, 16)
