@@ -159,6 +159,29 @@ def compare(a: Sequence[float], b: Sequence[float], expect: str = "greater", z: 
     return "inconclusive"
 
 
+def verdict_all(*verdicts: str) -> str:
+    """The verdict of a claim that needs every one of several conditions.
+
+    ``not reproduced`` if any condition is contradicted, ``reproduced`` if all hold, otherwise
+    ``inconclusive`` (``not measured`` counts as inconclusive when mixed with measured ones).
+
+    >>> verdict_all("reproduced", "not reproduced"), verdict_all("reproduced", "inconclusive")
+    ('not reproduced', 'inconclusive')
+    """
+    if not verdicts:
+        raise ValueError("verdict_all needs at least one verdict")
+    for v in verdicts:
+        if v not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {v!r}")
+    if "not reproduced" in verdicts:
+        return "not reproduced"
+    if all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    if all(v == "not measured" for v in verdicts):
+        return "not measured"
+    return "inconclusive"
+
+
 def compare_intervals(diff_low: float, diff_high: float, expect: str = "greater") -> str:
     """Verdict from a (bootstrap) confidence interval of ``a - b``: reproduced when it excludes 0 on the claimed side."""
     if expect == "less":

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from dbrepro.results import Results, claims_frame, compare, compare_intervals, fmt_pm, load_results, mean_std
+from dbrepro.results import (Results, claims_frame, compare, compare_intervals, fmt_pm, load_results, mean_std,
+                             verdict_all)
 
 
 def test_results_written_atomically_and_read_back(tmp_path):
@@ -45,3 +46,16 @@ def test_mean_std_and_format():
     m, s = mean_std([1.0, 2.0, 3.0])
     assert m == 2.0 and s == pytest.approx(1.0)
     assert fmt_pm([0.9, 0.92]) == "91.00 ± 1.41"
+
+
+def test_verdict_all_needs_every_condition():
+    assert verdict_all("reproduced", "reproduced") == "reproduced"
+    assert verdict_all("reproduced", "not reproduced") == "not reproduced"
+    assert verdict_all("inconclusive", "not reproduced") == "not reproduced"  # one contradiction decides
+    assert verdict_all("reproduced", "inconclusive") == "inconclusive"
+    assert verdict_all("not measured", "not measured") == "not measured"
+    assert verdict_all("reproduced", "not measured") == "inconclusive"
+    with pytest.raises(ValueError, match="must be one of"):
+        verdict_all("reproduced", "maybe")
+    with pytest.raises(ValueError, match="at least one"):
+        verdict_all()
