@@ -115,14 +115,19 @@ def sphereface(profile, **kw) -> TrainConfig:
     return base(profile, head="sphereface", **kw)
 
 
-def dfi_config(profile, k: int | None = None) -> dict[str, Any]:
-    """DFI settings: K nearest prototypes (profile default scaled to the class count), s, eps, refresh period."""
+def dfi_config(profile, k: int | None = None, every: int | None = None) -> dict[str, Any]:
+    """DFI settings: K nearest prototypes (profile default scaled to the class count), s, eps, refresh period.
+
+    ``k`` and ``every`` (iterations between refreshes) override the profile's defaults, e.g. for a
+    data set with many more classes than the profile's world, where a refresh costs more.
+    """
     p = get_profile(profile)
-    return {"k": p.dfi_k if k is None else int(k), "s": p.scale, "eps": DB_EPS, "every": p.dfi_refresh_every}
+    return {"k": p.dfi_k if k is None else int(k), "s": p.scale, "eps": DB_EPS,
+            "every": p.dfi_refresh_every if every is None else int(every)}
 
 
 def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: int | None = None,
-                     **kw) -> TrainConfig:
+                     dfi_every: int | None = None, **kw) -> TrainConfig:
     """The DB ablations of Table 2: RBM (soft gate or w/o soft gate) and/or DBM on top of CosFace.
 
     ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="none"`` is "RBM (w/o sg)", f(x) = 1.
@@ -132,6 +137,8 @@ def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: 
     form without balancing representation and margin supplied by RBM and DBM" (Table 3's K = 0
     column equals Table 2's baseline row). Both return exactly :func:`cosface`'s config, so they
     share its run-cache entry.
+
+    ``k`` and ``dfi_every`` override the profile's K and DFI refresh period (:func:`dfi_config`).
     """
     p = get_profile(profile)
     if (rbm is None and not dbm) or k == 0:
@@ -139,7 +146,7 @@ def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: 
     head = "dbm" if dbm else "cosface"
     needs_dfi = dbm or rbm == "soft"
     return base(profile, head=head, head_kwargs={"s": p.scale, "m": COSFACE_M}, rbm=rbm, rbm_weight=DB_LAMBDA,
-                dfi=dfi_config(p, k) if needs_dfi else None, **kw)
+                dfi=dfi_config(p, k, dfi_every) if needs_dfi else None, **kw)
 
 
 #: name -> recipe, for the CLI (``dbrepro train --recipe NAME``).

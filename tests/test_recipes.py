@@ -32,6 +32,9 @@ def test_domain_balancing_without_dfi_is_the_cosface_baseline(profile):
     assert full.key() != baseline.key()
     assert full.head == "dbm" and full.rbm == "soft"
     assert full.dfi["k"] == get_profile(profile).dfi_k and full.dfi["eps"] == recipes.DB_EPS
+    assert full.dfi["every"] == get_profile(profile).dfi_refresh_every
+    custom = recipes.domain_balancing(profile, k=7, dfi_every=25, seed=3)
+    assert (custom.dfi["k"], custom.dfi["every"]) == (7, 25) and custom.key() != full.key()
 
 
 def test_db_ablation_rows_differ_only_where_table_2_says():
