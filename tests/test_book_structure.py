@@ -293,6 +293,9 @@ def test_failing_notebook_is_named_with_its_cell_and_leaves_nothing_behind(tmp_p
     executed = json.loads((smoke / "notebooks" / "good.ipynb").read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and 'PROFILE = "smoke"' in "".join(injected[0]["source"])
+    assert "remove-cell" in injected[0]["metadata"]["tags"]  # kept in the notebook, left out of the site
+    shown = [c for c in executed["cells"] if "remove-cell" not in c["metadata"].get("tags", [])]
+    assert any("parameters" in c["metadata"].get("tags", []) for c in shown)  # the reader still sees the knobs
 
 
 def test_a_notebook_that_writes_no_results_fails(tmp_path):

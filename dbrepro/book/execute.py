@@ -178,10 +178,21 @@ def execute_notebook(
             raise NotebookFailed(name, _describe_failed_cell(md_path, nb, e)) from None
         except Exception as e:  # kernel died, timed out, could not start, ...
             raise NotebookFailed(name, f"{type(e).__name__}: {_first_line(str(e))}") from None
+    hide_injected_parameters(executed)
     executed.metadata.setdefault("papermill", {})
     executed.metadata.papermill["input_path"] = str(md_path)
     executed.metadata.papermill["output_path"] = str(output_path)
     atomic_write_text(output_path, nbformat.writes(executed))
+
+
+def hide_injected_parameters(nb: Any) -> None:
+    """Tag papermill's ``injected-parameters`` cell ``remove-cell``: kept in the executed notebook (it
+    records how the notebook was run), left out of the site (it holds local paths, and the
+    ``parameters`` cell above it already shows the reader the knobs)."""
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
 
 
 def _describe_failed_cell(md_path: Path, nb: Any, error: Any) -> str:
