@@ -83,7 +83,7 @@ class Profile:
     #: Range Loss: margin M of Eq. 4 (squared distance between class centres) and the P x K batches.
     #: M = 2 x embedding_size in every profile: our embeddings end in BatchNorm1d (unit-variance
     #: coordinates), so 2D is the squared distance of two unrelated embeddings; a softmax-trained cpu
-    #: model (batches of 64, s = 16) puts the closest two centres of a batch at ~80 and a typical pair
+    #: model (batches of 64) puts the closest two centres of a batch at ~80 and a typical pair
     #: at ~330 (rl-05 measures it), so with M = 256 the hinge acts on the closest pair and asks it to be
     #: nearly as far apart as a typical pair of identities.
     range_margin: float = 1024.0
