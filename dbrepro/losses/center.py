@@ -15,8 +15,11 @@ gradient with respect to ``x_i`` is ``(x_i - c_{y_i}) / m`` (times ``weight``).
 The centres are a buffer, not a parameter: no optimiser touches them. They are updated by the rule
 above inside ``forward`` while the module is in training mode, under ``no_grad``, *after* the loss of
 the batch has been computed with the current centres (Wen et al., Algorithm 1, steps 4-6).
-Under DistributedDataParallel each rank updates its own copy from its own batch; the copies drift
-apart unless the caller all-reduces ``centers`` (this module does no communication).
+Under DistributedDataParallel each rank updates its own copy from its own batch (this module does no
+communication). :func:`dbrepro.train.fit` wraps the objective in DDP with its default
+``broadcast_buffers=True``, which copies rank 0's buffers to every rank at each forward: the centres
+then follow rank 0's batches only (a quarter of the data on 4 GPUs), and the other ranks' updates are
+overwritten. All-reducing the update instead would use every batch; not done here.
 """
 
 from __future__ import annotations
