@@ -189,15 +189,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_world(args: argparse.Namespace) -> int:
     from .data import specs
+    from .data.splits import PAPER_TAIL_BELOW, class_sizes
     from .recipes import world_data
 
-    import numpy as np
-
     world = specs.world_for(world_data(args.profile, seed=args.seed))
-    sizes = np.bincount(world.train.labels)
+    sizes = class_sizes(world.train.labels)
     print(f"synthetic world, profile {args.profile}, seed {args.seed}: {len(world.train)} training images of "
           f"{world.train.num_classes} identities at {world.config.image_size} px; "
-          f"{(sizes < 20).mean():.0%} of identities have < 20 images, {(sizes >= 100).sum()} have >= 100")
+          f"{(sizes < PAPER_TAIL_BELOW).mean():.0%} of identities have < {PAPER_TAIL_BELOW} images, "
+          f"{(sizes >= 100).sum()} have >= 100")
     print(world.domain_table().to_string(index=False))
     for name, suite in world.suites.items():
         print(f"  {name:9} {type(suite).__name__:20} stands for {suite.stands_for}")

@@ -44,7 +44,7 @@ from .dfi import domain_frequency_indicator
 from .losses import HEADS, TERMS
 from .models import build_model, normalize_images
 from .models.rbm import rbm_gate_loss
-from .paths import config_hash
+from .paths import atomic_torch_save, config_hash
 from .runs import Run
 
 
@@ -497,7 +497,7 @@ def fit(
 
 def _save_checkpoint(run: Run, module: TrainModule, optimizer, scaler, state: TrainState, cfg_key: str,
                      num_classes: int) -> None:
-    _atomic_torch_save(run.checkpoint_path, {
+    atomic_torch_save(run.checkpoint_path, {
         "config_key": cfg_key, "num_classes": num_classes, "epoch": state.epoch, "step": state.step,
         "history": state.history, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -505,18 +505,8 @@ def _save_checkpoint(run: Run, module: TrainModule, optimizer, scaler, state: Tr
 
 
 def _save_model(run: Run, module: TrainModule, cfg: TrainConfig, num_classes: int) -> None:
-    _atomic_torch_save(run.model_path, {"config": cfg.to_dict(), "num_classes": num_classes,
+    atomic_torch_save(run.model_path, {"config": cfg.to_dict(), "num_classes": num_classes,
                                         "module": module.state_dict()})
-
-
-def _atomic_torch_save(path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_trained(path_or_run: Run | str | os.PathLike, device: str | torch.device = "cpu") -> tuple[TrainModule, TrainConfig]:

@@ -16,7 +16,6 @@ many runs of a notebook share one copy in memory.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from typing import Any
@@ -40,11 +39,7 @@ def _world(key: str):
     from . import synth
 
     spec = json.loads(key)
-    preset = spec.get("preset", "cpu")
-    if preset not in synth.PRESETS:
-        raise ValueError(f"unknown world preset {preset!r}: choose one of {', '.join(synth.PRESETS)}")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("overrides", {}).items()}
-    config = dataclasses.replace(synth.PRESETS[preset], **overrides)
+    config = synth.preset_config(spec.get("preset", "cpu"), spec.get("overrides"))
     return synth.make_world(config=config, seed=int(spec.get("seed", 0)))
 
 

@@ -49,12 +49,9 @@ import contextlib
 import dataclasses
 import functools
 import math
-import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -68,7 +65,7 @@ from dbrepro.data.base import AllVsAllSuite, DistractorSource, IdentificationSui
 from dbrepro.data.synth_render import (
     CLUTTER_PARAMS, COLOUR_PARAMS, MIN_IMAGE_SIZE, N_CLUTTER, SCALAR_PARAMS, hash_key, hash_uniform, render_faces,
 )
-from dbrepro.paths import cache_dir, config_hash
+from dbrepro.paths import atomic_torch_save, cache_dir, config_hash
 
 #: bump whenever the generator changes what a (config, seed) renders: invalidates cached worlds
 WORLD_VERSION = "14"
@@ -189,9 +186,14 @@ def world_config(profile: str = "cpu", config: WorldConfig | Mapping[str, Any] |
     prof = get_profile(profile)
     world = dict(prof.world)
     preset = world.pop("preset", "cpu")
+    return preset_config(preset, {**world, **dict(config or {})}, where=f" in profile {prof.name!r}")
+
+
+def preset_config(preset: str, overrides: Mapping[str, Any] | None = None, where: str = "") -> WorldConfig:
+    """``PRESETS[preset]`` with field ``overrides`` (lists, as JSON gives them, become tuples), validated."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown world preset {preset!r} in profile {prof.name!r}: choose one of {', '.join(PRESETS)}")
-    overrides = {**world, **dict(config or {})}
+        raise ValueError(f"unknown world preset {preset!r}{where}: choose one of {', '.join(PRESETS)}")
+    overrides = dict(overrides or {})
     fields = {f.name for f in dataclasses.fields(WorldConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -900,23 +902,7 @@ def _save(world: World, path) -> None:
         "train": {"images": world.train.images, "labels": world.train.labels, "meta": world.train.meta},
         "suites": suites, "identities": world.identities, "suite_images": world.suite_images,
     }
-    _atomic_torch_save(state, Path(path))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temp file in the same folder and ``os.replace`` (no half-written
-    cache file, and no second in-memory copy of a large world)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(path, state)
 
 
 _SUITE_TYPES = {"PairSuite": PairSuite, "AllVsAllSuite": AllVsAllSuite, "IdentificationSuite": IdentificationSuite}
