@@ -55,14 +55,17 @@ def domain_accuracy(world: Any, results: Mapping[str, Mapping[str, Any]],
 
 
 def class_domains(world: Any) -> pd.DataFrame:
-    """One row per training class (label order): identity, domain, its domain's identities, the class's images."""
+    """One row per training class (label order): identity, group, age band, domain, its domain's identities,
+    the class's images."""
     meta = world.train.meta
     per_class = meta.groupby("label").agg(identity=("identity", "first"), domain=("domain", "first"),
                                           images=("identity", "size")).sort_index()
     if not np.array_equal(per_class.index.to_numpy(), np.arange(world.train.num_classes)):
         raise ValueError("training labels are not 0..C-1 in the world's meta")
-    counts = world.domain_table().set_index("domain")["identities"]
-    per_class["domain_identities"] = per_class["domain"].map(counts).astype(int)
+    domains = world.domain_table().set_index("domain")
+    per_class.insert(1, "group", per_class["domain"].map(domains["group"]))
+    per_class.insert(2, "age_band", per_class["domain"].map(domains["age_band"]))
+    per_class["domain_identities"] = per_class["domain"].map(domains["identities"]).astype(int)
     return per_class.reset_index()
 
 

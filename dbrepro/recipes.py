@@ -22,6 +22,9 @@ RANGE_INTRA_WEIGHT = 5e-5
 RANGE_INTER_WEIGHT = 1e-4
 #: Range Loss identity-balanced batches: 16 identities x 16 images (§3.5).
 RANGE_PK = (16, 16)
+#: B-0's share of the world's identities for the Range Loss B splits (§3.1 takes 4,000 of MS-Celeb-1M's
+#: 99,891; the synthetic world is far smaller, so B-0 is half of it: rl-01 argues the value, rl-02 trains on it).
+B_SUBSET = 0.5
 #: CosFace (Wang et al. 2018) and the DB paper: s = 64, m = 0.35; ArcFace: m = 0.5.
 COSFACE_M = 0.35
 ARCFACE_M = 0.5
@@ -29,6 +32,8 @@ ARCFACE_M = 0.5
 DB_EPS = 5.5
 DB_LAMBDA = 0.01
 DB_K = 100
+#: CASIA-WebFace's identities, the class count the paper's K values (Table 3) refer to
+CASIA_CLASSES = 10_575
 
 
 def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -115,8 +120,22 @@ def sphereface(profile, **kw) -> TrainConfig:
     return base(profile, head="sphereface", **kw)
 
 
+def scaled_k(paper_k: int, num_classes: int) -> int:
+    """The paper's K (DB Table 3, for CASIA-WebFace's 10,575 classes) as the same share of ``num_classes``.
+
+    At least 1 neighbour and at most all other classes; ``K = 0`` ("without DFI") stays 0.
+
+    >>> scaled_k(100, 600), scaled_k(6000, 600), scaled_k(0, 600), scaled_k(1, 600)
+    (6, 340, 0, 1)
+    """
+    if paper_k == 0:
+        return 0
+    return int(min(num_classes - 1, max(1, round(paper_k * num_classes / CASIA_CLASSES))))
+
+
 def dfi_config(profile, k: int | None = None, every: int | None = None) -> dict[str, Any]:
-    """DFI settings: K nearest prototypes (profile default scaled to the class count), s, eps, refresh period.
+    """DFI settings: K nearest prototypes (the profile's ``dfi_k``, chosen for its world's class count), s,
+    eps, refresh period.
 
     ``k`` and ``every`` (iterations between refreshes) override the profile's defaults, e.g. for a
     data set with many more classes than the profile's world, where a refresh costs more.

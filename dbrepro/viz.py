@@ -16,6 +16,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from .data.splits import PAPER_TAIL_BELOW, class_sizes
+from .results import mean_std
+
 
 def _as_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """A uint8 image 3 x H x W (torch or numpy) as H x W x 3 for ``imshow``."""
@@ -56,15 +59,15 @@ def show_faces(
     return fig
 
 
-def class_size_plot(labels: np.ndarray | Sequence[int], cut: int = 20, ax: Axes | None = None) -> Figure:
+def class_size_plot(labels: np.ndarray | Sequence[int], cut: int = PAPER_TAIL_BELOW, ax: Axes | None = None) -> Figure:
     """Images per class, classes sorted by size (log y), with the tail cut (Range Loss: < ``cut`` images).
 
     The title gives the share of classes and of images in the tail, the paper's "tail ratio".
     """
-    counts = np.bincount(np.asarray(labels, dtype=np.int64))
-    counts = np.sort(counts[counts > 0])[::-1]
-    if counts.size == 0:
+    if len(labels) == 0:
         raise ValueError("class_size_plot: no labels")
+    counts = class_sizes(labels)
+    counts = np.sort(counts[counts > 0])[::-1]
     fig, ax = _figure(ax, (6.0, 3.2))
     rank = np.arange(1, counts.size + 1)
     tail = counts < cut
@@ -199,16 +202,18 @@ def seeds_vs_paper(
         raise ValueError(f"seeds_vs_paper: {len(paper)} paper values for {len(categories)} categories")
     fig, ax = _figure(ax, (5.0, 3.4))
     x = np.arange(len(categories))
+    means = []
     for i, vals in enumerate(ours):
         v = scale * np.asarray(vals, dtype=float)
         if v.size == 0:
             raise ValueError(f"seeds_vs_paper: no values for {categories[i]!r}")
         ax.scatter(np.full(v.size, x[i]), v, s=14, color=colour, alpha=0.45, zorder=2,
                    label="one seed" if i == 0 else None)
-        std = v.std(ddof=1) if v.size > 1 else 0.0
-        ax.errorbar(x[i], v.mean(), yerr=std, fmt="o", color=colour, capsize=5, zorder=3,
+        mean, std = mean_std(v)
+        means.append(mean)
+        ax.errorbar(x[i], mean, yerr=std, fmt="o", color=colour, capsize=5, zorder=3,
                     label="ours: mean ± std over seeds" if i == 0 else None)
-    ax.plot(x, [scale * np.mean(v) for v in ours], color=colour, linewidth=1, alpha=0.6)
+    ax.plot(x, means, color=colour, linewidth=1, alpha=0.6)
     ax.set_xticks(x, categories)
     ax.set_ylabel(f"ours: {ylabel}", color=colour)
     handles, labels = ax.get_legend_handles_labels()

@@ -268,9 +268,6 @@ _TEETH = torch.tensor([0.92, 0.9, 0.84]).view(1, 3, 1, 1)
 # Small features are drawn only on the band of rows where they can appear, and rare ones
 # (glasses, hats, masks, beards, wrinkles, ...) only on the images that have them: see _layer.
 
-_MAPS = ("u", "v", "xf", "yb", "face", "face_d", "near_face", "nose_u", "nose_v", "mouth_u", "mouth_v", "ys", "xs")
-
-
 def _layer(fn, img, p, f, active: torch.Tensor | None = None, rows_of: str | None = None, lo=None, hi=None) -> None:
     """Run ``fn(img, p, f)`` on the images where ``active > 0`` (all if None), restricted to the
     rows where the map ``f[rows_of]`` takes a value in ``[lo, hi]`` for some image."""
