@@ -1,8 +1,9 @@
 """LFW pair lists (View 1 and View 2) on small files written here, and once on the real data.
 
 The real-data test reads ``$DBREPRO_LFW`` (a folder holding ``lfw/`` and ``lfw-protocol/``),
-by default ``../shared/data`` beside the repository. Without it the test is skipped on a
-developer machine and fails in CI (``CI=true``), where the data must be present.
+by default ``../shared/data`` beside the repository. Without it the test is skipped, saying where it
+looked: issue 5 has CI read LFW "against ../shared/data when present", and a clone elsewhere (e.g. in
+/tmp) has no development copy beside it.
 """
 
 from __future__ import annotations
@@ -135,10 +136,7 @@ def test_people_outside_a_pairs_file(tmp_path: Path, lfw_root: Path) -> None:
 def _real_data() -> Path:
     root = Path(os.environ.get("DBREPRO_LFW", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     if not (root / "lfw").is_dir() or not (root / "lfw-protocol" / "pairs.txt").is_file():
-        message = f"LFW development data not found at {root} (set DBREPRO_LFW)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(f"LFW development data not found at {root} (set DBREPRO_LFW)")
     return root
 
 
