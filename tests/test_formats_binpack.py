@@ -82,6 +82,16 @@ def test_bin_suite_has_ten_contiguous_folds(tmp_path: Path) -> None:
         contiguous_folds(9)
 
 
+def test_a_pack_of_fewer_than_ten_pairs_names_the_file_and_the_protocol(tmp_path: Path) -> None:
+    bins = [encoded(solid((i, 0, 0), 4)) for i in range(18)]
+    path = pack(tmp_path / "tiny.bin", bins, [i % 2 == 0 for i in range(9)])
+    assert len(read_bin_pairs(path)[1]) == 9  # reading is fine; only the 10-fold protocol needs 10 pairs
+    with pytest.raises(FormatError, match=r"tiny\.bin: 9 pair\(s\); the verification protocol averages over 10 folds"):
+        bin_suite(path)
+    path = pack(tmp_path / "ten.bin", bins + bins[:2], [i % 2 == 0 for i in range(10)])
+    assert bin_suite(path).folds.tolist() == list(range(10))
+
+
 def test_write_then_read(tmp_path: Path) -> None:
     images = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
     path = write_bin_pairs(tmp_path / "out.bin", images, [True, False], format="png")

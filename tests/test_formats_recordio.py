@@ -271,6 +271,35 @@ def test_writer_requires_sorted_labels_for_the_header_layout_and_leaves_nothing(
         write_recordio([(chw(pixel_image(0, 4, 4)), 0), (chw(pixel_image(0, 5, 4)), 0)], tmp_path / "d")
 
 
+def test_writer_refuses_a_truncated_jpeg_naming_the_item_and_its_record(tmp_path: Path) -> None:
+    jpeg = io.BytesIO()
+    Image.fromarray(pixel_image(0, 32, 32)).save(jpeg, format="JPEG", quality=90)
+    whole = jpeg.getvalue()
+    truncated = whole[: len(whole) // 2]  # the header (and the size it declares) survive, the scan does not
+    items = [(whole, 0), (whole, 0), (truncated, 1)]
+    with pytest.raises(ImageDecodeError, match=r"item 2 \(record key 3\): cannot decode image"):
+        write_recordio(items, tmp_path / "bytes")
+    assert list((tmp_path / "bytes").iterdir()) == []  # nothing half-written is left behind
+    src = tmp_path / "faces"
+    (src / "ann").mkdir(parents=True)
+    (src / "bob").mkdir()
+    (src / "ann" / "0.jpg").write_bytes(whole)
+    (src / "bob" / "0.jpg").write_bytes(truncated)
+    with pytest.raises(ImageDecodeError, match=r"bob/0\.jpg \(record key 2\): cannot decode image"):
+        write_recordio(src, tmp_path / "folder")
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_recordio([(chw(pixel_image(0, 4, 4)), 0)], tmp_path / "rec", encoding="png")
+    finally:
+        os.umask(old)
+    for name in ("train.rec", "train.idx", "property"):
+        assert (tmp_path / "rec" / name).stat().st_mode & 0o777 == 0o644, name
+
+
 # -- workers and pickling ---------------------------------------------------------------------------
 
 

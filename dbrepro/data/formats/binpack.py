@@ -144,11 +144,16 @@ def bin_suite(
     """A :class:`~dbrepro.data.base.PairSuite` from a ``.bin`` pack, with 10 contiguous folds.
 
     ``name`` defaults to the file stem (``lfw``, ``cfp_fp``); ``stands_for`` is the benchmark's
-    usual name when the stem is a known one. Folds: see :func:`contiguous_folds`.
+    usual name when the stem is a known one. Folds: see :func:`contiguous_folds`; a pack of fewer
+    than 10 pairs is a :class:`FormatError` naming the file.
     """
     path = Path(path)
     images, issame = read_bin_pairs(path, image_size, num_workers)
     n = len(issame)
+    if n < 10:
+        raise FormatError(
+            f"{path}: {n} pair(s); the verification protocol averages over 10 folds, so a pack needs at least 10 pairs"
+        )
     stem = path.stem
     return PairSuite(
         name=name or stem,

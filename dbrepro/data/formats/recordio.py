@@ -36,7 +36,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +46,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from ...paths import temp_file_beside
 from .errors import FormatError
 from .folders import list_image_folder
-from .images import Crop, ImageSize, as_size, decode_image, encode_image, image_size_of
+from .images import Crop, ImageSize, as_size, decode_image, encode_image
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -556,16 +556,20 @@ def _folder_items(root: Path) -> Iterator[tuple[Path, int]]:
 def _encoded(
     image: Any, what: str, image_size: tuple[int, int] | None, crop: Crop | None, encoding: str, quality: int
 ) -> tuple[bytes, tuple[int, int]]:
-    """``(encoded bytes, (height, width))`` for one item, re-encoding only when needed."""
+    """``(encoded bytes, (height, width))`` for one item, re-encoding only when needed.
+
+    Encoded inputs stored byte for byte are decoded once here, by the decoder the reader uses, so
+    that a truncated or corrupt image is refused now (naming ``what``) rather than at training time.
+    """
     if isinstance(image, Path):
         data = image.read_bytes()
         if image_size is None and crop is None and image.suffix.lower() in _PASS_THROUGH:
-            return data, image_size_of(data, what)
+            return data, _decoded_size(data, what)
         image = decode_image(data, image_size, crop, what=what)
     elif isinstance(image, (bytes, bytearray, memoryview)):
         if image_size is None and crop is None:
             data = bytes(image)
-            return data, image_size_of(data, what)
+            return data, _decoded_size(data, what)
         image = decode_image(bytes(image), image_size, crop, what=what)
     elif image_size is not None or crop is not None:
         image = decode_image(encode_image(image, "png"), image_size, crop, what=what)
@@ -576,6 +580,12 @@ def _encoded(
     else:
         size = (int(np.shape(image)[0]), int(np.shape(image)[1]))
     return encode_image(image, encoding, quality), size
+
+
+def _decoded_size(data: bytes, what: str) -> tuple[int, int]:
+    """``(height, width)`` of encoded bytes after decoding them whole (a header alone hides a truncation)."""
+    pixels = decode_image(data, what=what)
+    return int(pixels.shape[-2]), int(pixels.shape[-1])
 
 
 def write_recordio(
@@ -613,9 +623,11 @@ def write_recordio(
     num_classes
         Written to ``property``; default ``max(label) + 1``.
 
-    All images must end up one size (``property`` records one ``H,W``). Files are written
-    to temporary names in ``root`` and renamed into place only when complete; a failure
-    leaves nothing behind.
+    All images must end up one size (``property`` records one ``H,W``). Every image is decoded
+    once while packing (stored bytes too), so a truncated or corrupt image fails here, with an
+    :class:`~dbrepro.data.formats.ImageDecodeError` naming the item (or file) and its record key,
+    not later at training time. Files are written to temporary names in ``root`` (mode per the
+    umask) and renamed into place only when complete; a failure leaves nothing behind.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -624,7 +636,7 @@ def write_recordio(
     temps: list[str] = []
 
     def temp(name: str) -> tuple[int, str]:
-        fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=root)
+        fd, path = temp_file_beside(root / name)  # mode follows the umask, unlike tempfile.mkstemp
         temps.append(path)
         return fd, path
 
@@ -646,6 +658,7 @@ def write_recordio(
             key0 = 1 if header else 0
             for n, (image, label) in enumerate(items):
                 what = str(image) if isinstance(image, Path) else f"item {n}"
+                key = key0 + len(labels)
                 try:
                     label = int(label)
                 except (TypeError, ValueError):
@@ -657,7 +670,7 @@ def write_recordio(
                         f"{what}: label {label} comes after label {labels[-1]}; with header=True the items "
                         "must be sorted by label (InsightFace stores each identity as one key range)"
                     )
-                data, hw = _encoded(image, what, size, crop, encoding, quality)
+                data, hw = _encoded(image, f"{what} (record key {key})", size, crop, encoding, quality)
                 if stored_size is None:
                     stored_size = hw
                 elif hw != stored_size:
@@ -665,7 +678,6 @@ def write_recordio(
                         f"{what}: image is {hw[0]}x{hw[1]}, the first one {stored_size[0]}x{stored_size[1]}; "
                         "pass image_size to store one size"
                     )
-                key = key0 + len(labels)
                 put(key, pack_payload(float(label), data, id=key))
                 labels.append(label)
             if not labels:
