@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -55,15 +55,32 @@ def config_hash(obj: Any, version: str | int = "", length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def temp_file_beside(path: str | os.PathLike) -> tuple[int, str]:
+    """Create a new, empty temp file in ``path``'s folder: ``(descriptor open for writing, its path)``.
+
+    Unlike :func:`tempfile.mkstemp` (always mode 0600) the file is created with mode 0666 less the
+    process umask, as ``open()`` would create it, so a cache shared with colleagues (umask 002 or
+    022) stays readable to them once the temp file is renamed into place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write(f)`` on a temp file in ``path``'s folder, fsync it, then ``os.replace`` it onto ``path``.
 
     A reader sees the old file or the whole new one, never half of it; on any error the temp file
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched. The file's mode follows the umask (see :func:`temp_file_beside`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
