@@ -3,7 +3,7 @@
     dbrepro train --recipe cosface --profile cpu --seed 0        # train (or find in the run cache)
     dbrepro train --config my-run.yaml --set lr=0.05             # any TrainConfig, from a file
     dbrepro eval --run 3f2a --suites lfw,calfw --bin agedb_30.bin
-    dbrepro runs list | dbrepro runs clean --incomplete
+    dbrepro runs list | dbrepro runs clean --damaged             # states: new partial complete failed damaged stale
     dbrepro export --run 3f2a model.onnx
     dbrepro world --profile cpu                                  # render/cache the synthetic world, summarise it
     dbrepro book run --profile cpu | dbrepro book build | dbrepro book check
@@ -128,15 +128,33 @@ def _evaluate(run, names, bins, lfw_pairs, lfw_root, device, flip) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .runs import find_run
+    from .runs import DamagedRunError, find_run
 
     try:
         run = find_run(args.run)
     except KeyError as e:
         raise SystemExit(str(e.args[0]))
-    if not run.complete:
-        raise SystemExit(f"run {run.key} is not complete; train it first (dbrepro train ...)")
+    try:
+        run.require_complete()  # verified: a damaged run is refused, naming the file at fault
+    except (FileNotFoundError, DamagedRunError) as e:
+        raise SystemExit(str(e))
     return _evaluate(run, args.suites, args.bin or [], args.lfw_pairs, args.lfw_root, args.device, args.flip)
+
+
+def _describe_config(run) -> str:
+    from .runs import DamagedRunError
+
+    try:
+        cfg = run.config()
+        desc = f"{cfg.get('head')}{'+' + '+'.join(cfg.get('terms', {})) if cfg.get('terms') else ''}"
+        desc += f" rbm={cfg['rbm']}" if cfg.get("rbm") else ""
+        data = cfg.get("data", {})
+        desc += f" data={data.get('kind')}:{data.get('preset', data.get('root', ''))}"
+        desc += f" split={data['split']}" if data.get("split") else ""
+        desc += f" seed={cfg.get('seed')}"
+    except (OSError, DamagedRunError, AttributeError, TypeError):
+        desc = "(unreadable config)"
+    return desc
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -149,24 +167,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return 0
         print(f"{'key':16}  {'state':10}  {'MB':>6}  description")
         for run in rows:
-            try:
-                cfg = run.config()
-                desc = f"{cfg.get('head')}{'+' + '+'.join(cfg.get('terms', {})) if cfg.get('terms') else ''}"
-                desc += f" rbm={cfg['rbm']}" if cfg.get("rbm") else ""
-                data = cfg.get("data", {})
-                desc += f" data={data.get('kind')}:{data.get('preset', data.get('root', ''))}"
-                desc += f" split={data['split']}" if data.get("split") else ""
-                desc += f" seed={cfg.get('seed')}"
-            except (OSError, ValueError):
-                desc = "(unreadable config)"
-            state = "complete" if run.complete else ("stale" if runs.is_stale(run) else "partial")
-            print(f"{run.key:16}  {state:10}  {run.size_bytes() / 1e6:6.1f}  {desc}")
+            verdict = runs.verify(run)
+            print(f"{run.key:16}  {verdict.state.value:10}  {run.size_bytes() / 1e6:6.1f}  {_describe_config(run)}")
+            if verdict.reason:
+                print(f"{'':16}  why: {verdict.reason}")
         return 0
     # clean
-    if not (args.yes or args.incomplete or args.stale):
+    chosen = {"incomplete": args.incomplete, "stale": args.stale, "damaged": args.damaged, "failed": args.failed}
+    if not (args.yes or any(chosen.values())):
         raise SystemExit("dbrepro runs clean removes every cached run; add --yes to confirm "
-                         "(or --incomplete / --stale to remove only those)")
-    removed = runs.clean(incomplete=args.incomplete, stale=args.stale)
+                         "(or --incomplete / --damaged / --failed / --stale to remove only those)")
+    removed = runs.clean(**chosen)
     print(f"removed {len(removed)} run(s) from {runs.runs_root()}")
     return 0
 
@@ -248,10 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--flip", action="store_true", help="flip-augmented embeddings (InsightFace style)")
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("runs", help="list or clean the run cache ($DBREPRO_CACHE/runs)")
+    r = sub.add_parser("runs", help="list or clean the run cache ($DBREPRO_CACHE/runs)",
+                       description="list: every run with its verified state (new, partial, complete, failed, "
+                                   "damaged, stale) and, unless complete, why. clean: remove runs.")
     r.add_argument("action", choices=("list", "clean"))
-    r.add_argument("--incomplete", action="store_true", help="clean: only runs without metrics.json")
-    r.add_argument("--stale", action="store_true", help="clean: only runs keyed under an older cache version")
+    r.add_argument("--incomplete", action="store_true", help="clean: only new and partial (interrupted) runs")
+    r.add_argument("--damaged", action="store_true",
+                   help="clean: only damaged runs (a file missing, truncated, edited or another run's)")
+    r.add_argument("--failed", action="store_true", help="clean: only runs whose training raised")
+    r.add_argument("--stale", action="store_true", help="clean: only runs finished under an older cache version")
     r.add_argument("--yes", action="store_true", help="clean: confirm removing every run")
     r.set_defaults(func=cmd_runs)
 

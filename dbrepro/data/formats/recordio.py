@@ -370,7 +370,8 @@ class IndexedRecordFile:
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve(root: str | os.PathLike) -> tuple[Path, Path, Path]:
+def recordio_paths(root: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``(.rec, .idx, property)`` of a RecordIO folder (``train.*``) or of a ``.rec`` path (``.idx`` beside it)."""
     root = Path(root)
     if root.suffix == ".rec":
         return root, root.with_suffix(".idx"), root.parent / "property"
@@ -420,7 +421,7 @@ class RecordIODataset:
         *,
         header: bool | None = None,
     ) -> None:
-        rec_path, idx_path, property_path = _resolve(root)
+        rec_path, idx_path, property_path = recordio_paths(root)
         self.root = Path(root)
         self.image_size = as_size(image_size)
         self.transform = transform
