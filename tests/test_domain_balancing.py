@@ -42,34 +42,46 @@ def test_dbm_one_sample_by_hand():
     head = DomainBalancingMargin(2, 2, s=2.0, m=0.5).double()
     with torch.no_grad():
         head.weight.copy_(torch.eye(2, dtype=torch.float64))
-    head.set_dfi(torch.tensor([2.0, 0.1]))
+    dfi = torch.tensor([2.0, 0.1])
     x, y = torch.tensor([[4.0, 0.0]], dtype=torch.float64), torch.tensor([0])
     # cos = (1, 0); margin = 2 * 0.5 = 1; logits = (2 * (1 - 1), 0) = (0, 0); loss = log 2
-    assert head(x, y).item() == pytest.approx(math.log(2.0), rel=1e-12)
+    torch.testing.assert_close(head.logits(x, y, dfi=dfi), torch.zeros(1, 2, dtype=torch.float64))
+    assert head(x, y, dfi=dfi).item() == pytest.approx(math.log(2.0), rel=1e-12)
 
 
 def test_dbm_matches_eq5_with_per_class_margins():
     dfi = np.array([0.2, 1.7, 0.9])
     head = make_head()
-    head.set_dfi(torch.from_numpy(dfi))
-    assert head(*inputs()).item() == pytest.approx(dbm_by_numpy(3.0, 0.35, dfi), rel=1e-12)
-    # an explicit dfi overrides the buffer for one call and leaves the buffer alone
+    assert head(*inputs(), dfi=torch.from_numpy(dfi)).item() == pytest.approx(dbm_by_numpy(3.0, 0.35, dfi), rel=1e-12)
+    # each call uses the DFI it is given, nothing carried over from the last one
     other = np.array([1.0, 0.0, 3.0])
     assert head(*inputs(), dfi=torch.from_numpy(other)).item() == pytest.approx(
         dbm_by_numpy(3.0, 0.35, other), rel=1e-12
     )
-    torch.testing.assert_close(head.dfi, torch.from_numpy(dfi))
+    assert head(*inputs(), dfi=torch.from_numpy(dfi)).item() == pytest.approx(dbm_by_numpy(3.0, 0.35, dfi), rel=1e-12)
 
 
 def test_dbm_with_unit_dfi_equals_cosface_exactly():
     torch.manual_seed(0)
     cosface = CosFace(8, 5, s=64.0, m=0.35)
     dbm = DomainBalancingMargin(8, 5, s=64.0, m=0.35)
-    dbm.load_state_dict({**cosface.state_dict(), "dfi": torch.ones(5)})
+    dbm.load_state_dict(cosface.state_dict())  # the same keys: DBM holds nothing CosFace does not
     emb, labels = torch.randn(16, 8), torch.randint(0, 5, (16,))
-    assert torch.equal(dbm.logits(emb, labels), cosface.logits(emb, labels))  # fresh buffer: ones
-    assert torch.equal(dbm(emb, labels), cosface(emb, labels))
-    assert torch.equal(dbm(emb, labels, dfi=torch.ones(5)), cosface(emb, labels))
+    ones = torch.ones(5)
+    assert torch.equal(dbm.logits(emb, labels, dfi=ones), cosface.logits(emb, labels))
+    assert torch.equal(dbm(emb, labels, dfi=ones), cosface(emb, labels))
+    emb.requires_grad_(True)
+    grads = [torch.autograd.grad(loss, (emb, head.weight)) for loss, head in
+             ((dbm(emb, labels, dfi=ones), dbm), (cosface(emb, labels), cosface))]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_dbm_is_cosface_with_a_per_class_margin():
+    assert issubclass(DomainBalancingMargin, CosFace) and DomainBalancingMargin.needs_dfi
+    head = make_head()
+    labels = torch.tensor([2, 0, 2, 1])
+    dfi = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(head.margin(labels, dfi), 0.35 * torch.tensor([2.0, 0.5, 2.0, 1.0], dtype=torch.float64))
 
 
 def test_dbm_gradcheck():
@@ -90,24 +102,43 @@ def test_no_gradient_flows_into_the_dfi():
     assert dfi.grad is None
 
 
-def test_dfi_from_the_heads_own_prototypes_round_trips():
-    head = DomainBalancingMargin(16, 40)
-    dfi = domain_frequency_indicator(head.weight, k=5, s=64.0, eps=5.5)
-    head.set_dfi(dfi)
-    torch.testing.assert_close(head.dfi, dfi)
-    assert "dfi" in head.state_dict()
+def test_dfi_from_the_heads_own_prototypes_sets_eq5_margins():
+    torch.manual_seed(0)
+    head = DomainBalancingMargin(16, 40, s=64.0, m=0.35)
+    dfi = domain_frequency_indicator(head.weight.detach(), k=5, s=64.0, eps=5.5)
+    emb, labels = torch.randn(12, 16), torch.randint(0, 40, (12,))
+    cos = head.cosine(emb)
+    rows = torch.arange(12)
+    expected = 64.0 * cos
+    expected[rows, labels] = 64.0 * (cos[rows, labels] - 0.35 * dfi[labels])
+    torch.testing.assert_close(head.logits(emb, labels, dfi=dfi), expected)
+    assert "dfi" not in head.state_dict()  # the trainer's objective keeps the one copy
 
 
-def test_set_dfi_rejects_bad_values():
+def test_dbm_rejects_a_missing_or_bad_dfi():
     head = DomainBalancingMargin(2, 3)
-    with pytest.raises(ValueError, match=r"dfi must have shape \(3,\)"):
-        head.set_dfi(torch.ones(4))
+    emb, labels = torch.randn(2, 2), torch.tensor([0, 2])
+    with pytest.raises(ValueError, match=r"DomainBalancingMargin needs the per-class DFI .*shape \(3,\)"):
+        head(emb, labels)
+    with pytest.raises(ValueError, match=r"DomainBalancingMargin: dfi must have shape \(3,\)"):
+        head(emb, labels, dfi=torch.ones(4))
     with pytest.raises(ValueError, match="class 1 has -0.5"):
-        head.set_dfi(torch.tensor([1.0, -0.5, 1.0]))
+        head(emb, labels, dfi=torch.tensor([1.0, -0.5, 1.0]))
     with pytest.raises(ValueError, match="class 2 has inf"):
-        head.set_dfi(torch.tensor([1.0, 1.0, float("inf")]))
+        head.logits(emb, labels, dfi=torch.tensor([1.0, 1.0, float("inf")]))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
-        head(torch.randn(2, 2), torch.tensor([0, 3]))
+        head(emb, torch.tensor([0, 3]), dfi=torch.ones(3))
+
+
+def test_a_checkpoint_from_when_dbm_kept_a_dfi_copy_still_loads():
+    torch.manual_seed(0)
+    head = DomainBalancingMargin(8, 5)
+    legacy = {**head.state_dict(), "dfi": torch.full((5,), 0.7)}  # the old head's copy of the objective's DFI
+    other = DomainBalancingMargin(8, 5)
+    other.load_state_dict(legacy)  # strict
+    assert torch.equal(other.weight, head.weight) and "dfi" in legacy  # the caller's dict is left whole
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        other.load_state_dict({**legacy, "bogus": torch.ones(1)})
 
 
 def test_rbm_gate_loss_by_hand():

@@ -1,4 +1,4 @@
-"""Classification heads for face recognition: softmax, SphereFace, CosFace and ArcFace.
+"""Classification heads for face recognition: softmax, and the margin heads SphereFace, CosFace and ArcFace.
 
 Every head keeps one prototype per class in ``.weight`` (num_classes, embedding_size) and has
 
@@ -8,13 +8,22 @@ Every head keeps one prototype per class in ``.weight`` (num_classes, embedding_
 - ``forward(embeddings, labels)``: the cross-entropy of those logits, **averaged** over the
   batch (the papers write sums; a mean keeps the learning rate independent of batch size).
 
+A head whose logits need the per-class Domain Frequency Indicator (DB Eq. 2) says so with the
+class attribute ``needs_dfi = True`` and is called ``head(embeddings, labels, dfi=...)``; it stores
+no DFI of its own (the trainer's objective owns the only copy). Every other head takes no ``dfi``.
+
 Inputs are checked: embeddings (B, D) with D == embedding_size, labels int64 (B,) in
-[0, num_classes); anything else is a ``ValueError``, never a silent broadcast.
+[0, num_classes), a DFI (num_classes,), finite and non-negative; anything else is a
+``ValueError``, never a silent broadcast.
+
+A new margin head is a subclass of :class:`MarginHead` that states its target logit in
+:meth:`MarginHead.target`, plus one line in :data:`dbrepro.losses.HEADS`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +55,40 @@ def check_head_inputs(
             raise ValueError(f"{who}: labels must lie in [0, {num_classes}), got range [{low}, {high}]")
 
 
-class MarginHead(nn.Module):
-    """Shared parts of the heads: the prototypes, input checks, cosines, and the mean cross-entropy."""
+def check_dfi(dfi: torch.Tensor, num_classes: int, who: str) -> torch.Tensor:
+    """``dfi`` detached, after a ``ValueError`` naming ``who`` unless it is (num_classes,), finite and >= 0.
+
+    The DFI is a target computed from the prototypes, not a function of them: no gradient flows through it.
+    """
+    if not isinstance(dfi, torch.Tensor) or dfi.shape != (num_classes,):
+        shape = tuple(dfi.shape) if isinstance(dfi, torch.Tensor) else type(dfi).__name__
+        raise ValueError(f"{who}: dfi must have shape ({num_classes},), got {shape}")
+    if not torch.isfinite(dfi).all() or (dfi < 0).any():
+        bad = int(torch.nonzero(~torch.isfinite(dfi) | (dfi < 0))[0])
+        raise ValueError(f"{who}: dfi must be finite and non-negative; class {bad} has {float(dfi[bad])}")
+    return dfi.detach()
+
+
+def check_scale(s: float, who: str) -> float:
+    """``s`` as a float, after a ``ValueError`` naming ``who`` unless it is positive."""
+    if not s > 0:
+        raise ValueError(f"{who}: s must be positive, got {s}")
+    return float(s)
+
+
+def replace_target(logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``logits`` with column ``labels[i]`` of row i set to ``target[i]`` (out of place)."""
+    return logits.scatter(1, labels.unsqueeze(1), target.unsqueeze(1))
+
+
+class Head(nn.Module):
+    """What every head shares: the prototypes ``.weight``, the input checks and the mean cross-entropy.
+
+    A subclass implements :meth:`logits`, starting with ``self.check(...)``.
+    """
+
+    #: whether ``logits``/``forward`` need the per-class DFI (DB Eq. 2), passed as ``dfi=`` on every call
+    needs_dfi: ClassVar[bool] = False
 
     def __init__(self, embedding_size: int, num_classes: int) -> None:
         super().__init__()
@@ -61,8 +102,73 @@ class MarginHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
-    def check(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-        check_head_inputs(embeddings, labels, self.embedding_size, self.num_classes, type(self).__name__)
+    def check(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, dfi: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Check the inputs of one call; return the per-call inputs of the hooks (``{"dfi": ...}`` or ``{}``).
+
+        ``dfi`` must be given exactly when the head ``needs_dfi``.
+        """
+        who = type(self).__name__
+        check_head_inputs(embeddings, labels, self.embedding_size, self.num_classes, who)
+        if not self.needs_dfi:
+            if dfi is not None:
+                raise TypeError(f"{who} takes no dfi (its needs_dfi is False): call it as head(embeddings, labels)")
+            return {}
+        if dfi is None:
+            raise ValueError(
+                f"{who} needs the per-class DFI (DB Eq. 2) on every call: head(embeddings, labels, "
+                f"dfi=<tensor of shape ({self.num_classes},)>), e.g. the trainer's objective.dfi, or "
+                "dbrepro.dfi.domain_frequency_indicator(head.weight.detach(), k, s, eps)"
+            )
+        return {"dfi": check_dfi(dfi, self.num_classes, who)}
+
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, dfi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The (B, num_classes) logits the cross-entropy sees."""
+        raise NotImplementedError
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, dfi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels, dfi=dfi), labels)
+
+
+class SoftmaxHead(Head):
+    """Softmax cross-entropy with an inner-product classifier and bias (Range Loss Eq. 5, L_S).
+
+    ``logit_j = W_j^T x + b_j``; ``forward`` is ``mean_i -log softmax(logits_i)[y_i]``.
+    Initialised like ``nn.Linear``, over the base class's N(0, 0.01) draw; that draw stays, since
+    removing it would shift the global RNG stream that every later draw of a softmax run reads.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int) -> None:
+        super().__init__(embedding_size, num_classes)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(embedding_size)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, dfi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check(embeddings, labels, dfi)
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return F.linear(embeddings.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+
+
+class MarginHead(Head):
+    """The template of the margin heads: ``logit_y = scale * target(cos theta_y)``, ``logit_j = scale * cos theta_j``.
+
+    :meth:`logits` checks the inputs, computes the cosines (in float32), gathers each sample's
+    target cosine, replaces it by :meth:`target` and multiplies everything by :meth:`scale`. A subclass
+    states only :meth:`target` (and :meth:`scale` if it is not a fixed ``self.s``).
+    """
+
+    #: the fixed scale of the normalised-softmax heads, set by the subclass's constructor
+    s: float
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """cos(theta_ij) between each embedding and each prototype, shape (B, num_classes).
@@ -75,55 +181,48 @@ class MarginHead(nn.Module):
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             return F.linear(F.normalize(embeddings.to(dtype), dim=1), F.normalize(self.weight.to(dtype), dim=1))
 
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def target(self, cos_y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The target class's logit before scaling, from its cosine ``cos_y`` (B,) and the classes ``labels`` (B,).
+
+        A head with ``needs_dfi`` also receives ``dfi`` (num_classes,) as a keyword, checked, detached
+        and on the cosines' device and dtype.
+        """
         raise NotImplementedError
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(embeddings, labels), labels)
+    def scale(self, embeddings: torch.Tensor) -> float | torch.Tensor:
+        """The factor multiplying every logit: the fixed ``s`` here, a (B, 1) tensor for a per-sample scale."""
+        return self.s
 
-
-def replace_target(logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``logits`` with column ``labels[i]`` of row i set to ``target[i]`` (out of place)."""
-    return logits.scatter(1, labels.unsqueeze(1), target.unsqueeze(1))
-
-
-class SoftmaxHead(MarginHead):
-    """Softmax cross-entropy with an inner-product classifier and bias (Range Loss Eq. 5, L_S).
-
-    ``logit_j = W_j^T x + b_j``; ``forward`` is ``mean_i -log softmax(logits_i)[y_i]``.
-    Initialised like ``nn.Linear``.
-    """
-
-    def __init__(self, embedding_size: int, num_classes: int) -> None:
-        super().__init__(embedding_size, num_classes)
-        self.bias = nn.Parameter(torch.zeros(num_classes))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        bound = 1.0 / math.sqrt(embedding_size)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.check(embeddings, labels)
-        dtype = torch.promote_types(embeddings.dtype, torch.float32)
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return F.linear(embeddings.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, dfi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        per_call = self.check(embeddings, labels, dfi)
+        # the scale before the cosines: autograd adds up the embeddings' gradients in graph order
+        scale = self.scale(embeddings)
+        cos = self.cosine(embeddings)
+        per_call = {name: value.to(device=cos.device, dtype=cos.dtype) for name, value in per_call.items()}
+        cos_y = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
+        return scale * replace_target(cos, labels, self.target(cos_y, labels, **per_call))
 
 
 class CosFace(MarginHead):
     """CosFace / LMCL (Wang et al., CVPR 2018, Eq. 4).
 
-    ``s (cos theta_y - m)`` for the target class, ``s cos theta_j`` for the others.
+    ``s (cos theta_y - m)`` for the target class, ``s cos theta_j`` for the others. The defaults
+    s = 64, m = 0.35 are those of the paper's experiments (Sec. 4).
     """
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.35) -> None:
         super().__init__(embedding_size, num_classes)
-        self.s = float(s)
+        self.s = check_scale(s, type(self).__name__)
         self.m = float(m)
 
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.check(embeddings, labels)
-        cos = self.cosine(embeddings)
-        target = cos.gather(1, labels.unsqueeze(1)).squeeze(1) - self.m
-        return self.s * replace_target(cos, labels, target)
+    def margin(self, labels: torch.Tensor) -> float | torch.Tensor:
+        """The margin of each sample's class: the same ``m`` for all."""
+        return self.m
+
+    def target(self, cos_y: torch.Tensor, labels: torch.Tensor, **per_call: torch.Tensor) -> torch.Tensor:
+        return cos_y - self.margin(labels, **per_call)
 
 
 class ArcFace(MarginHead):
@@ -135,27 +234,23 @@ class ArcFace(MarginHead):
     CosFace-like ``cos theta_y - m sin(pi - m) = cos theta_y - m sin m``. The result decreases
     strictly in theta over [0, pi]; at ``theta = pi - m`` it is not continuous but steps *down*
     from -1 to ``-(cos m + m sin m)`` (by 0.117 for m = 0.5), so it never rewards that side.
+
+    The defaults s = 64, m = 0.5 are those of the paper's experiments (Sec. 4).
     """
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5) -> None:
         super().__init__(embedding_size, num_classes)
         if not 0.0 <= m < math.pi:
             raise ValueError(f"ArcFace: m must lie in [0, pi), got {m}")
-        self.s = float(s)
+        self.s = check_scale(s, type(self).__name__)
         self.m = float(m)
 
-    def target_cosine(self, cos_y: torch.Tensor) -> torch.Tensor:
-        """The margin-applied target cosine ``cos(theta + m)``, or ``cos theta - m sin m`` past ``pi - m``."""
+    def target(self, cos_y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``cos(theta + m)``, or ``cos theta - m sin m`` past ``pi - m`` (the same for every class)."""
         theta = torch.acos(cos_y.clamp(-1.0 + COS_EPS, 1.0 - COS_EPS))
         with_margin = torch.cos(theta + self.m)
         fallback = cos_y - self.m * math.sin(self.m)
         return torch.where(cos_y > math.cos(math.pi - self.m), with_margin, fallback)
-
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.check(embeddings, labels)
-        cos = self.cosine(embeddings)
-        target = self.target_cosine(cos.gather(1, labels.unsqueeze(1)).squeeze(1))
-        return self.s * replace_target(cos, labels, target)
 
 
 class SphereFace(MarginHead):
@@ -166,15 +261,16 @@ class SphereFace(MarginHead):
         psi(theta) = (-1)^k cos(m theta) - 2k,   theta in [k pi / m, (k + 1) pi / m],  k = 0 .. m-1
         logit_y    = ||x|| (lambda cos theta + psi(theta)) / (1 + lambda)
 
-    and ``logit_j = ||x|| cos theta_j`` for the others. ``lambda`` anneals from a plain softmax
-    towards the full margin::
+    and ``logit_j = ||x|| cos theta_j`` for the others: the scale is the feature norm, not a fixed s.
+    ``lambda`` anneals from a plain softmax towards the full margin::
 
         lambda = max(lambda_min, base * (1 + gamma * it) ** -power)
 
-    The defaults are those of the authors' Caffe release and its PyTorch ports: base 1000,
-    gamma 0.12, power 1, lambda_min 5. ``it`` is the buffer ``iteration``; ``forward`` advances it
-    by one after each call in training mode (``logits`` and eval-mode calls leave it alone), and it
-    is saved in ``state_dict`` so a resumed run continues the schedule.
+    m = 4 is the paper's margin. The annealing defaults are those of the authors' Caffe release
+    and its PyTorch ports: base 1000, gamma 0.12, power 1, lambda_min 5. ``it`` is the buffer
+    ``iteration``; ``forward`` advances it by one after each call in training mode (``logits`` and
+    eval-mode calls leave it alone), and it is saved in ``state_dict`` so a resumed run continues
+    the schedule.
     """
 
     def __init__(
@@ -210,17 +306,19 @@ class SphereFace(MarginHead):
         sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
         return sign * torch.cos(self.m * theta) - 2.0 * k
 
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.check(embeddings, labels)
-        norm = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).norm(dim=1)
-        cos = self.cosine(embeddings)
-        cos_y = cos.gather(1, labels.unsqueeze(1)).squeeze(1)
+    def target(self, cos_y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``(lambda cos theta + psi(theta)) / (1 + lambda)`` (the same for every class)."""
         lam = self.lambda_
-        target = (lam * cos_y + self.psi(cos_y)) / (1.0 + lam)
-        return norm.unsqueeze(1) * replace_target(cos, labels, target)
+        return (lam * cos_y + self.psi(cos_y)) / (1.0 + lam)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = super().forward(embeddings, labels)
+    def scale(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``||x||`` per sample, shape (B, 1), in at least float32."""
+        return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).norm(dim=1).unsqueeze(1)
+
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, *, dfi: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        loss = super().forward(embeddings, labels, dfi=dfi)
         if self.training:
             self.iteration += 1
         return loss
