@@ -14,8 +14,9 @@ Three profiles, read by the notebooks (through their ``PROFILE`` parameter) and 
     embeddings, 15 epochs with lr 0.1 divided by 10 at epochs 5, 8 and 11, and real data
     (CASIA-WebFace / MS1MV2 in InsightFace format) given by path.
 
-``Profile.milestones`` follow the papers' step schedule (/10 at epochs 5, 8, 11 of 15),
-scaled to the profile's number of epochs.
+Every default of :class:`Profile` is the papers' value (:mod:`dbrepro.papers`); a profile states only
+where it departs from them. ``Profile.milestones`` follow the papers' step schedule (/10 at epochs 5, 8,
+11 of 15), scaled to the profile's number of epochs.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from typing import Any
 
 import torch
 
+from . import papers
+
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 DEFAULT_PROFILE = "cpu"
-
-#: The papers' learning-rate schedule: lr / 10 at epochs 5, 8 and 11, stop at 15.
-PAPER_EPOCHS = 15
-PAPER_MILESTONES = (5, 8, 11)
 
 
 def scaled_milestones(epochs: int) -> tuple[int, ...]:
@@ -48,8 +47,8 @@ def scaled_milestones(epochs: int) -> tuple[int, ...]:
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     out: list[int] = []
-    for m in PAPER_MILESTONES:
-        e = round(m * epochs / PAPER_EPOCHS)
+    for m in papers.MILESTONES:
+        e = round(m * epochs / papers.EPOCHS)
         if 0 < e < epochs and (not out or e > out[-1]):
             out.append(e)
     return tuple(out)
@@ -57,46 +56,40 @@ def scaled_milestones(epochs: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything a profile fixes. Notebooks and the CLI read these, never their own constants."""
+    """Everything a profile fixes. Notebooks and the CLI read these, never their own constants.
+
+    Every default is the papers' value (:mod:`dbrepro.papers`), so the ``paper`` profile states only data
+    and seeds, and the ``cpu`` and ``smoke`` profiles state exactly where they depart from the papers.
+    """
 
     name: str
-    #: square input resolution in pixels
-    image_size: int
-    #: backbone name for :func:`dbrepro.models.build_backbone`
-    backbone: str
-    embedding_size: int
-    batch_size: int
-    epochs: int
-    lr: float
     #: seeds for claims that depend on a difference (mean +- std over these)
     seeds: tuple[int, ...]
     #: synthetic world size overrides, passed to ``dbrepro.data.synth.WorldConfig``
     world: dict[str, Any] = field(default_factory=dict)
+    #: square input resolution in pixels
+    image_size: int = papers.IMAGE_SIZE
+    #: backbone name for :func:`dbrepro.models.build_backbone`
+    backbone: str = "ir18"
+    embedding_size: int = papers.EMBEDDING_SIZE
+    batch_size: int = papers.BATCH_SIZE
+    epochs: int = papers.EPOCHS
     #: DataLoader workers for on-disk datasets (in-memory tensors need none)
     num_workers: int = 0
-    #: iterations between two DFI refreshes from the head's prototypes (Domain Balancing)
-    dfi_refresh_every: int = 100
+    #: iterations between two DFI refreshes; the paper: "from the last iteration" (DB §3.2)
+    dfi_refresh_every: int = 1
     #: scale s of the normalised-softmax heads (CosFace, ArcFace, DBM) and of the DFI (DB Eq. 1)
-    scale: float = 64.0
-    #: K nearest prototypes of the DFI (DB Eq. 1); the paper's 100 is ~1% of CASIA-WebFace's classes
-    dfi_k: int = 100
-    #: Range Loss: margin M of Eq. 4 (squared distance between class centres) and the P x K batches.
-    #: M = 2 x embedding_size in every profile: our embeddings end in BatchNorm1d (unit-variance
-    #: coordinates), so 2D is the squared distance of two unrelated embeddings; a softmax-trained cpu
-    #: model (batches of 64) puts the closest two centres of a batch at ~80 and a typical pair
-    #: at ~330 (rl-05 measures it), so with M = 256 the hinge acts on the closest pair and asks it to be
-    #: nearly as far apart as a typical pair of identities.
-    range_margin: float = 1024.0
-    #: the paper's 16 x 16 (paper profile); the cpu profile keeps P = 16 identities and uses K = 4, the cpu
-    #: world's smallest class (no identity repeats an image), so its batches are the profile's 64
-    range_pk: tuple[int, int] = (16, 16)
+    scale: float = papers.COSFACE_S
+    #: K nearest prototypes of the DFI (DB Eq. 1): 100 of CASIA-WebFace's 10,575 classes (~1 %)
+    dfi_k: int = papers.DB_K
+    #: Range Loss P x K batches (16 x 16 in the paper)
+    range_pk: tuple[int, int] = papers.RANGE_PK
     #: the Range Loss paper's comparison losses (joint with softmax): constructor kwargs + "weight".
     #: "halves": positives from one half of the identities, negatives from the other (RL §3.2).
-    #: Weights chosen once on the cpu profile (rl-03): 0.1 beat 1.0 for contrastive and triplet on the
-    #: agedb-like suite (no Part I claim reads it); center loss keeps Wen et al.'s 0.003 (it beat 0.03).
+    #: The papers give no weights for contrastive and triplet loss; rl-03 compares the choices.
     contrastive: dict[str, Any] = field(default_factory=lambda: {"margin": 1.0, "weight": 0.1, "halves": True})
     triplet: dict[str, Any] = field(default_factory=lambda: {"margin": 0.2, "weight": 0.1, "halves": True})
-    center: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "weight": 0.003})
+    center: dict[str, Any] = field(default_factory=dict)
     #: True when the profile's numbers are not meant to be read (the smoke banner)
     numbers_meaningful: bool = True
     #: real data is required (paper profile): notebooks fail with a clear error without a path
@@ -113,56 +106,44 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
+        seeds=(0,),
+        world={"preset": "smoke"},
         image_size=32,
         backbone="small",
         embedding_size=64,
         batch_size=64,
         epochs=2,
-        lr=0.1,
-        seeds=(0,),
-        world={"preset": "smoke"},
-        range_margin=128.0,
         range_pk=(16, 4),
-        dfi_refresh_every=1,
         scale=16.0,
         dfi_k=1,
         numbers_meaningful=False,
     ),
     "cpu": Profile(
         name="cpu",
+        seeds=(0, 1, 2),
+        world={"preset": "cpu"},
+        # a small network on 32 px crops of the synthetic world, so that the book runs on 2 cores
         image_size=32,
         backbone="small",
         embedding_size=128,
-        # batches of 64, not the papers' 256: the cpu world has ~11k images, so 256 would give ~250 SGD
-        # steps in 6 epochs, too few for the margin heads to converge (CosFace's loss still ~13 of ~19 at
-        # the end); 64 gives ~1,000 steps at the same cost per image (measured: the same 22 s a run)
+        # the cpu world has far fewer images than CASIA-WebFace: batches of 64 give the heads several
+        # times the optimiser steps of batches of 256 at the same cost per image
         batch_size=64,
         epochs=6,
-        lr=0.1,
-        seeds=(0, 1, 2),
-        world={"preset": "cpu"},
-        range_margin=256.0,
+        # P = 16 identities as in the paper, K = 4 images (the cpu world's smallest class), batches of 64
         range_pk=(16, 4),
-        # DB choices for 600 classes and 128-D (argued in db-02): s = 16, because the paper's s = 64 is
-        # meant for 10k-85k classes and 512-D; measured on the CosFace baseline (batch 64, m = 0.35),
-        # s = 16 / 32 / 64 gave 80.8 / 76.8 / 71.1 % averaged over the LFW, CALFW, CPLFW and AgeDB-like
-        # suites (larger s left the loss far from converged in the profile's ~1,000 steps). K ~ 1% of the
-        # classes (the paper's 100 of 10,575); the DFI "from the last iteration" (DB 3.2), ~3 ms a refresh
-        dfi_refresh_every=1,
+        # s = 64 is meant for 10k-85k classes and 512-D embeddings; db-02 argues s for this world
         scale=16.0,
+        # K ~ 1 % of the classes, as the paper's 100 of 10,575
         dfi_k=6,
     ),
     "paper": Profile(
         name="paper",
-        image_size=112,
-        backbone="ir18",
-        embedding_size=512,
-        batch_size=256,
-        epochs=PAPER_EPOCHS,
-        lr=0.1,
         seeds=(0,),
         world={"preset": "paper"},
         num_workers=8,
+        # a DFI refresh over MS1MV2's 85,742 prototypes is a 85,742 x 85,742 cosine top-K; every 100
+        # iterations keeps it a small share of a step (benchmarks/bench_dfi.py)
         dfi_refresh_every=100,
         needs_data_path=True,
     ),

@@ -1,8 +1,9 @@
-"""Recipes: the training configs of the book's experiments, built from a profile.
+"""Recipes: the training configs of the book's experiments, composed from a profile.
 
-Every experiment of both papers is one function here, so the notebooks, the CLI and the tests
-build identical configs (and therefore hit the same run-cache entries). The numbers that are the
-papers' own (margins, loss weights, eps, lambda, K) are named constants with their source.
+Every experiment of both papers is one function here, so the notebooks, the CLI and the tests build
+identical configs (and therefore hit the same run-cache entries). Recipes only compose: the papers'
+values are class defaults and named constants in :mod:`dbrepro.papers`, the sizes are the profile's
+(:mod:`dbrepro.config`).
 
 >>> cfg = softmax("smoke", split="A-2", seed=1)
 >>> cfg.head, cfg.data["split"], cfg.seed
@@ -13,27 +14,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import papers
 from .config import Profile, get_profile
-from .train import TrainConfig
+from .train import DFIConfig, TrainConfig
 
-#: Range Loss §3.4: weights of softmax, intra and inter parts are 1, 5e-5 and 1e-4; k = 2.
-RANGE_K = 2
-RANGE_INTRA_WEIGHT = 5e-5
-RANGE_INTER_WEIGHT = 1e-4
-#: Range Loss identity-balanced batches: 16 identities x 16 images (§3.5).
-RANGE_PK = (16, 16)
-#: B-0's share of the world's identities for the Range Loss B splits (§3.1 takes 4,000 of MS-Celeb-1M's
+#: B-0's share of the world's identities for the Range Loss B splits (RL §3.1 takes 4,000 of MS-Celeb-1M's
 #: 99,891; the synthetic world is far smaller, so B-0 is half of it: rl-01 argues the value, rl-02 trains on it).
 B_SUBSET = 0.5
-#: CosFace (Wang et al. 2018) and the DB paper: s = 64, m = 0.35; ArcFace: m = 0.5.
-COSFACE_M = 0.35
-ARCFACE_M = 0.5
-#: Domain Balancing §4.2: eps = 5.5, lambda = 0.01, K = 100 (CASIA-WebFace, 10.5k classes).
-DB_EPS = 5.5
-DB_LAMBDA = 0.01
-DB_K = 100
-#: CASIA-WebFace's identities, the class count the paper's K values (Table 3) refer to
-CASIA_CLASSES = 10_575
 
 
 def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -58,14 +45,14 @@ def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, 
 
 def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: str | None = None, seed: int = 0,
          **changes: Any) -> TrainConfig:
-    """The profile's backbone, sizes and schedule (SGD, momentum 0.9, wd 5e-4, lr 0.1 /10 at 5, 8, 11 of 15)."""
+    """The profile's data, backbone, sizes and schedule; everything else is the papers' (TrainConfig's defaults)."""
     p = get_profile(profile)
     if data is None:
         data = world_data(p, split=split)
     elif split is not None:
         data = {**data, "split": split}
     cfg = dict(data=data, backbone=p.backbone, embedding_size=p.embedding_size, image_size=p.image_size,
-               epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, seed=seed)
+               epochs=p.epochs, batch_size=p.batch_size, seed=seed)
     cfg.update(changes)
     return TrainConfig(**cfg)
 
@@ -79,44 +66,39 @@ def softmax(profile, **kw) -> TrainConfig:
 
 def contrastive(profile, **kw) -> TrainConfig:
     """Softmax + contrastive loss (DeepID2), pairs built as Range Loss §3.2 describes."""
-    p = get_profile(profile)
-    return base(profile, head="softmax", terms={"contrastive": dict(p.contrastive)}, **kw)
+    return base(profile, head="softmax", terms={"contrastive": dict(get_profile(profile).contrastive)}, **kw)
 
 
 def triplet(profile, **kw) -> TrainConfig:
     """Softmax + triplet loss (FaceNet), without hard mining (Range Loss §4.1)."""
-    p = get_profile(profile)
-    return base(profile, head="softmax", terms={"triplet": dict(p.triplet)}, **kw)
+    return base(profile, head="softmax", terms={"triplet": dict(get_profile(profile).triplet)}, **kw)
 
 
 def center(profile, **kw) -> TrainConfig:
     """Softmax + center loss (Wen et al. 2016)."""
-    p = get_profile(profile)
-    return base(profile, head="softmax", terms={"center": dict(p.center)}, **kw)
+    return base(profile, head="softmax", terms={"center": dict(get_profile(profile).center)}, **kw)
 
 
 def range_loss(profile, **kw) -> TrainConfig:
-    """Softmax + range loss (Eq. 2-5) on identity-balanced P x K batches (16 x 16 in the paper)."""
-    p = get_profile(profile)
-    pk = p.range_pk
-    terms = {"range": {"k": RANGE_K, "margin": p.range_margin, "intra_weight": RANGE_INTRA_WEIGHT,
-                       "inter_weight": RANGE_INTER_WEIGHT}}
-    return base(profile, head="softmax", terms=terms, sampler="pk", pk=pk, batch_size=pk[0] * pk[1], **kw)
+    """Softmax + range loss (Eq. 2-5, the paper's k and weights) on identity-balanced P x K batches."""
+    return base(profile, head="softmax", terms={"range": {}}, sampler="pk", pk=get_profile(profile).range_pk,
+                batch_size=None, **kw)
 
 
 # -- Part II: margin heads and Domain Balancing ----------------------------------------------------
 
 def cosface(profile, **kw) -> TrainConfig:
-    p = get_profile(profile)
-    return base(profile, head="cosface", head_kwargs={"s": p.scale, "m": COSFACE_M}, **kw)
+    """CosFace (the paper's m) at the profile's scale s."""
+    return base(profile, head="cosface", head_kwargs={"s": get_profile(profile).scale}, **kw)
 
 
 def arcface(profile, **kw) -> TrainConfig:
-    p = get_profile(profile)
-    return base(profile, head="arcface", head_kwargs={"s": p.scale, "m": ARCFACE_M}, **kw)
+    """ArcFace (the paper's m) at the profile's scale s."""
+    return base(profile, head="arcface", head_kwargs={"s": get_profile(profile).scale}, **kw)
 
 
 def sphereface(profile, **kw) -> TrainConfig:
+    """SphereFace (A-Softmax, the authors' m and annealing); its scale is the embedding norm."""
     return base(profile, head="sphereface", **kw)
 
 
@@ -130,26 +112,22 @@ def scaled_k(paper_k: int, num_classes: int) -> int:
     """
     if paper_k == 0:
         return 0
-    return int(min(num_classes - 1, max(1, round(paper_k * num_classes / CASIA_CLASSES))))
+    return int(min(num_classes - 1, max(1, round(paper_k * num_classes / papers.CASIA_CLASSES))))
 
 
-def dfi_config(profile, k: int | None = None, every: int | None = None) -> dict[str, Any]:
-    """DFI settings: K nearest prototypes (the profile's ``dfi_k``, chosen for its world's class count), s,
-    eps, refresh period.
-
-    ``k`` and ``every`` (iterations between refreshes) override the profile's defaults, e.g. for a
-    data set with many more classes than the profile's world, where a refresh costs more.
-    """
+def dfi_config(profile, k: int | None = None, every: int | None = None) -> DFIConfig:
+    """The DFI of the profile: its K and refresh period (``k`` and ``every`` override them), its scale s, the
+    paper's eps. Override ``every`` for a data set with many more classes than the profile's world."""
     p = get_profile(profile)
-    return {"k": p.dfi_k if k is None else int(k), "s": p.scale, "eps": DB_EPS,
-            "every": p.dfi_refresh_every if every is None else int(every)}
+    return DFIConfig(k=p.dfi_k if k is None else int(k), s=p.scale,
+                     every=p.dfi_refresh_every if every is None else int(every))
 
 
 def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: int | None = None,
                      dfi_every: int | None = None, **kw) -> TrainConfig:
-    """The DB ablations of Table 2: RBM (soft gate or w/o soft gate) and/or DBM on top of CosFace.
+    """The DB ablations of Table 2: RBM (soft gate or "ungated", w/o soft gate) and/or DBM on top of CosFace.
 
-    ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="none"`` is "RBM (w/o sg)", f(x) = 1.
+    ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="ungated"`` is "RBM (w/o sg)", f(x) = 1.
 
     ``k=0`` ("without DFI", Table 3) is the CosFace baseline too: with no neighbours there is no
     domain frequency to balance, and DB §4.4 says the model then "degenerates into the original
@@ -162,9 +140,8 @@ def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: 
     p = get_profile(profile)
     if (rbm is None and not dbm) or k == 0:
         return cosface(p, **kw)
-    head = "dbm" if dbm else "cosface"
     needs_dfi = dbm or rbm == "soft"
-    return base(profile, head=head, head_kwargs={"s": p.scale, "m": COSFACE_M}, rbm=rbm, rbm_weight=DB_LAMBDA,
+    return base(profile, head="dbm" if dbm else "cosface", head_kwargs={"s": p.scale}, rbm=rbm,
                 dfi=dfi_config(p, k, dfi_every) if needs_dfi else None, **kw)
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
-from dbrepro import recipes, runs
+from dbrepro import papers, recipes, runs
 from dbrepro.cli import main
 from dbrepro.data.formats import lfw_pair_suite
 from dbrepro.eval import evaluate_suite
@@ -142,7 +142,7 @@ def test_config_file_with_set_overrides(tmp_path, capsys):
                          "--set", "milestones=[1]", "--set", "data.split=A-2")
     want = recipes.cosface("smoke").to_dict()
     want.update(lr=0.01, milestones=[1])
-    want["head_kwargs"] = {"s": 30, "m": recipes.COSFACE_M}  # merged into, not replaced
+    want["head_kwargs"] = {"s": 30, "m": papers.COSFACE_M}  # merged into, not replaced
     want["data"] = {**want["data"], "split": "A-2"}
     assert got == want
     # the printed config is itself a valid --config file that gives the same config back

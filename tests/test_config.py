@@ -17,7 +17,7 @@ def test_unknown_profile_names_the_choices():
 
 def test_paper_profile_has_the_papers_settings():
     p = get_profile("paper")
-    assert (p.image_size, p.embedding_size, p.epochs, p.lr) == (112, 512, 15, 0.1)
+    assert (p.image_size, p.embedding_size, p.epochs, p.batch_size) == (112, 512, 15, 256)
     assert p.milestones == (5, 8, 11)
     assert p.backbone in ("ir18", "ir50")
 

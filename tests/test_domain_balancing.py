@@ -130,17 +130,6 @@ def test_dbm_rejects_a_missing_or_bad_dfi():
         head(emb, torch.tensor([0, 3]), dfi=torch.ones(3))
 
 
-def test_a_checkpoint_from_when_dbm_kept_a_dfi_copy_still_loads():
-    torch.manual_seed(0)
-    head = DomainBalancingMargin(8, 5)
-    legacy = {**head.state_dict(), "dfi": torch.full((5,), 0.7)}  # the old head's copy of the objective's DFI
-    other = DomainBalancingMargin(8, 5)
-    other.load_state_dict(legacy)  # strict
-    assert torch.equal(other.weight, head.weight) and "dfi" in legacy  # the caller's dict is left whole
-    with pytest.raises(RuntimeError, match="Unexpected key"):
-        other.load_state_dict({**legacy, "bogus": torch.ones(1)})
-
-
 def test_rbm_gate_loss_by_hand():
     gate = torch.tensor([0.5, 1.0, 0.2], requires_grad=True)
     target = torch.tensor([0.3, 1.5, 0.2])

@@ -47,7 +47,7 @@ def images(n: int, size: int, seed: int = 1) -> torch.Tensor:
     return normalize_images(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g))
 
 
-@pytest.mark.parametrize("rbm", [None, "soft", "none"])
+@pytest.mark.parametrize("rbm", [None, "soft", "ungated"])
 def test_small_backbone_matches_pytorch_and_batch_is_dynamic(tmp_path, rbm):
     model = scramble(build_model("small", embedding_size=32, image_size=32, rbm=rbm))
     path = export_onnx(model, tmp_path / "small.onnx")  # traced at batch 2

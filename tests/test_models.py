@@ -102,7 +102,7 @@ def test_build_backbone_and_model():
     assert isinstance(model, FaceModel) and model.rbm is None and model.embedding_size == 64
     with pytest.raises(ValueError, match="unknown backbone 'ir101'"):
         build_backbone("ir101", 512, 112)
-    with pytest.raises(ValueError, match="rbm must be None or one of"):
+    with pytest.raises(ValueError, match="gate must be one of"):
         build_model("small", 64, 32, rbm="hard")
 
 
@@ -119,7 +119,7 @@ def test_face_model_aux_without_and_with_rbm():
     assert aux["gate"].shape == (3,) and (aux["gate"] > 0).all()
     assert aux["pre_rbm"].shape == (3, 16)
 
-    ungated = build_model("small", 16, 32, rbm="none").eval()
+    ungated = build_model("small", 16, 32, rbm="ungated").eval()
     emb, aux = ungated(x, return_aux=True)
     assert "gate" not in aux and "pre_rbm" in aux
 
@@ -149,7 +149,7 @@ def test_rbm_equation_3_by_hand():
 
 def test_rbm_without_soft_gate_is_x_plus_residual():
     torch.manual_seed(1)
-    rbm = ResidualBalancingModule(6, gate="none").eval()
+    rbm = ResidualBalancingModule(6, gate="ungated").eval()
     torch.nn.init.normal_(rbm.residual[-1].weight)
     x = torch.randn(4, 6)
     out, gate = rbm(x)

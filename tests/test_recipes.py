@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from dbrepro import recipes
+from dbrepro import papers, recipes
 from dbrepro.config import get_profile
 
 
@@ -31,15 +31,15 @@ def test_domain_balancing_without_dfi_is_the_cosface_baseline(profile):
     full = recipes.domain_balancing(profile, seed=3)
     assert full.key() != baseline.key()
     assert full.head == "dbm" and full.rbm == "soft"
-    assert full.dfi["k"] == get_profile(profile).dfi_k and full.dfi["eps"] == recipes.DB_EPS
-    assert full.dfi["every"] == get_profile(profile).dfi_refresh_every
+    assert full.dfi.k == get_profile(profile).dfi_k and full.dfi.eps == papers.DB_EPS
+    assert full.dfi.every == get_profile(profile).dfi_refresh_every
     custom = recipes.domain_balancing(profile, k=7, dfi_every=25, seed=3)
-    assert (custom.dfi["k"], custom.dfi["every"]) == (7, 25) and custom.key() != full.key()
+    assert (custom.dfi.k, custom.dfi.every) == (7, 25) and custom.key() != full.key()
 
 
 def test_db_ablation_rows_differ_only_where_table_2_says():
     rows = {
-        "rbm w/o sg": recipes.domain_balancing("smoke", rbm="none", dbm=False),
+        "rbm w/o sg": recipes.domain_balancing("smoke", rbm="ungated", dbm=False),
         "rbm": recipes.domain_balancing("smoke", rbm="soft", dbm=False),
         "dbm": recipes.domain_balancing("smoke", rbm=None, dbm=True),
     }
@@ -55,5 +55,6 @@ def test_range_loss_recipe_uses_identity_balanced_batches_of_the_profile():
         p, k = get_profile(profile).range_pk
         assert cfg.sampler == "pk" and tuple(cfg.pk) == (p, k) and cfg.batch_size == p * k
         assert cfg.terms["range"]["intra_weight"] == 5e-5 and cfg.terms["range"]["inter_weight"] == 1e-4
-    assert recipes.RANGE_PK == (16, 16)  # the paper's batches, used by the paper profile
+        assert cfg.terms["range"]["k"] == 2  # RL §3.4, recorded in the config (and its key)
+    assert papers.RANGE_PK == (16, 16)  # the paper's batches, used by the paper profile
     assert tuple(get_profile("paper").range_pk) == (16, 16)

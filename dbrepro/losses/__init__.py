@@ -13,6 +13,7 @@ paper's values. A new margin head is one :class:`MarginHead` subclass and one li
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -66,7 +67,26 @@ TERMS: dict[str, Callable[..., nn.Module]] = {
     "center": _center,
 }
 
+#: the class each term builds, and the config keys its builder adds to the class's own arguments
+_TERM_CLASSES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "range": (RangeLoss, {}),
+    "contrastive": (ContrastiveLoss, {"halves": False, "halves_seed": 0}),
+    "triplet": (TripletLoss, {"halves": False, "halves_seed": 0}),
+    "center": (CenterLoss, {}),
+}
+
+
+def term_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments a term takes in a training config, with their defaults (``inspect.Parameter.empty``
+    where there is none): its class's arguments (the papers' values as defaults) plus its builder's."""
+    cls, extra = _TERM_CLASSES[name]
+    derived = ("self", "embedding_size", "num_classes", "positive_classes")
+    out = {n: p.default for n, p in inspect.signature(cls).parameters.items()
+           if n not in derived and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return {**out, **extra}
+
+
 __all__ = [
     "ArcFace", "CenterLoss", "ContrastiveLoss", "CosFace", "DomainBalancingMargin", "HEADS", "Head", "MarginHead",
-    "RangeLoss", "RangeParts", "SoftmaxHead", "SphereFace", "TERMS", "TripletLoss", "paper_gradients",
+    "RangeLoss", "RangeParts", "SoftmaxHead", "SphereFace", "TERMS", "TripletLoss", "paper_gradients", "term_arguments",
 ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dbrepro import papers
 from dbrepro.losses.contrastive import check_batch
 
 
@@ -46,7 +47,8 @@ class CenterLoss(nn.Module):
     Centres start Xavier-uniform, as in Wen et al.'s released Caffe model (``center_filler: xavier``).
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, alpha: float = 0.5, weight: float = 0.003) -> None:
+    def __init__(self, num_classes: int, embedding_size: int, alpha: float = papers.CENTER_ALPHA,
+                 weight: float = papers.CENTER_WEIGHT) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"CenterLoss: num_classes must be a positive integer, got {num_classes!r}")

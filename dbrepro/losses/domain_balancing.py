@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from dbrepro.losses.margins import CosFace
@@ -33,9 +31,3 @@ class DomainBalancingMargin(CosFace):
     def margin(self, labels: torch.Tensor, dfi: torch.Tensor) -> torch.Tensor:
         """``beta_y m`` with ``beta = dfi`` (num_classes,): each sample's class gets its own margin."""
         return self.m * dfi[labels]
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # checkpoints written while DBM kept a copy of the objective's DFI carry it as ``dfi``;
-        # the objective's own buffer is the one in use, so the head's copy is dropped
-        state_dict.pop(prefix + "dfi", None)
-        super()._load_from_state_dict(state_dict, prefix, *args)

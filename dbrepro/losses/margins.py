@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dbrepro import papers
+
 #: cosines are clamped to [-1 + COS_EPS, 1 - COS_EPS] before acos (whose slope is infinite at +-1)
 COS_EPS = 1e-7
 
@@ -212,7 +214,8 @@ class CosFace(MarginHead):
     s = 64, m = 0.35 are those of the paper's experiments (Sec. 4).
     """
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.35) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, s: float = papers.COSFACE_S,
+                 m: float = papers.COSFACE_M) -> None:
         super().__init__(embedding_size, num_classes)
         self.s = check_scale(s, type(self).__name__)
         self.m = float(m)
@@ -238,7 +241,8 @@ class ArcFace(MarginHead):
     The defaults s = 64, m = 0.5 are those of the paper's experiments (Sec. 4).
     """
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, s: float = papers.ARCFACE_S,
+                 m: float = papers.ARCFACE_M) -> None:
         super().__init__(embedding_size, num_classes)
         if not 0.0 <= m < math.pi:
             raise ValueError(f"ArcFace: m must lie in [0, pi), got {m}")
@@ -277,11 +281,11 @@ class SphereFace(MarginHead):
         self,
         embedding_size: int,
         num_classes: int,
-        m: int = 4,
-        base: float = 1000.0,
-        gamma: float = 0.12,
-        power: float = 1.0,
-        lambda_min: float = 5.0,
+        m: int = papers.SPHEREFACE_M,
+        base: float = papers.SPHEREFACE_BASE,
+        gamma: float = papers.SPHEREFACE_GAMMA,
+        power: float = papers.SPHEREFACE_POWER,
+        lambda_min: float = papers.SPHEREFACE_LAMBDA_MIN,
     ) -> None:
         super().__init__(embedding_size, num_classes)
         if not isinstance(m, int) or m < 1:

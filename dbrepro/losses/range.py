@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from dbrepro import papers
 from dbrepro.losses.contrastive import check_batch
 
 
@@ -186,16 +187,16 @@ class RangeLoss(nn.Module):
 
     def __init__(
         self,
-        k: int = 2,
+        k: int = papers.RANGE_K,
         margin: float | None = None,
-        intra_weight: float = 5e-5,
-        inter_weight: float = 1e-4,
+        intra_weight: float = papers.RANGE_INTRA_WEIGHT,
+        inter_weight: float = papers.RANGE_INTER_WEIGHT,
     ) -> None:
         super().__init__()
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"RangeLoss: k must be a positive integer, got {k!r}")
         if margin is not None and not margin >= 0:
-            raise ValueError(f"RangeLoss: margin must be >= 0 (or None for the embedding width), got {margin!r}")
+            raise ValueError(f"RangeLoss: margin must be >= 0 (or None for twice the embedding width), got {margin!r}")
         for name, value in (("intra_weight", intra_weight), ("inter_weight", inter_weight)):
             if not value >= 0:
                 raise ValueError(f"RangeLoss: {name} must be >= 0, got {value!r}")
@@ -206,8 +207,15 @@ class RangeLoss(nn.Module):
         self.last_parts: dict[str, Tensor] = {}
 
     def resolved_margin(self, embedding_size: int) -> float:
-        """``M`` for embeddings of width ``embedding_size`` (``margin``, or the width when it is None)."""
-        return float(embedding_size) if self.margin is None else self.margin
+        """``M`` for embeddings of width ``D = embedding_size``: ``margin``, or ``2 D`` when it is None.
+
+        The paper gives no value (M is a squared distance in the units of the features). Our embeddings end
+        in a ``BatchNorm1d``, so each of their D coordinates has roughly unit variance, and two unrelated
+        embeddings lie about ``2 D`` apart (squared): with ``M = 2 D`` the hinge of Eq. 4 asks the two closest
+        centres of a batch to be as far apart as two unrelated embeddings. rl-05 measures where that puts M
+        among the centre distances of a trained model.
+        """
+        return 2.0 * float(embedding_size) if self.margin is None else self.margin
 
     def components(self, embeddings: Tensor, labels: Tensor) -> RangeParts:
         """``(L_intra, L_inter)`` unweighted (Eq. 3 and Eq. 4), both scalars with gradients."""
@@ -237,7 +245,7 @@ class RangeLoss(nn.Module):
         return self.intra_weight * intra + self.inter_weight * inter
 
     def extra_repr(self) -> str:
-        margin = "embedding width" if self.margin is None else f"{self.margin:g}"
+        margin = "2 x embedding width" if self.margin is None else f"{self.margin:g}"
         return f"k={self.k}, margin={margin}, intra_weight={self.intra_weight:g}, inter_weight={self.inter_weight:g}"
 
 
@@ -246,7 +254,7 @@ def paper_gradients(embeddings: Tensor, labels: Tensor, k: int = 2, margin: floa
 
     Returns ``RangeParts(intra, inter)``, two ``(B, D)`` tensors, for comparison with autograd of
     :meth:`RangeLoss.components` (which differentiates Eq. 3-4 as written). The pairs, the classes
-    ``Q, R`` and the margin (``None`` means the embedding width) are chosen exactly as by
+    ``Q, R`` and the margin (``None`` means twice the embedding width, as in :meth:`RangeLoss.resolved_margin`) are chosen exactly as by
     :class:`RangeLoss`. Reading of the printed formulas:
 
     Eq. 7, for a class with ``S = sum_j 1/D_j`` over its ``m = min(k, n(n-1)/2)`` selected distances
@@ -286,7 +294,7 @@ def paper_gradients(embeddings: Tensor, labels: Tensor, k: int = 2, margin: floa
         x = _as_compute_dtype(embeddings).detach()
         classes = _batch_classes(labels)
         num_classes = len(classes.counts)
-        m_value = float(x.shape[1]) if margin is None else float(margin)
+        m_value = RangeLoss(margin=margin).resolved_margin(x.shape[1])
 
         pairs = _largest_intra_pairs(x, classes, k)
         diff = x[pairs.first] - x[pairs.second]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dbrepro.models.iresnet import iresnet18, iresnet50
-from dbrepro.models.rbm import GATES, ResidualBalancingModule
+from dbrepro.models.rbm import ResidualBalancingModule
 from dbrepro.models.small import SmallFaceNet
 
 #: backbone name -> constructor ``(embedding_size=..., image_size=..., **kwargs) -> nn.Module``
@@ -93,12 +93,10 @@ def build_model(
 ) -> FaceModel:
     """A :class:`FaceModel` with the named backbone.
 
-    ``rbm``: ``None`` for no RBM, ``"soft"`` for the RBM with its soft gate, ``"none"`` for the
+    ``rbm``: ``None`` for no RBM, ``"soft"`` for the RBM with its soft gate, ``"ungated"`` for the
     RBM with f(x) = 1 (the paper's "RBM w/o sg"). ``backbone_kwargs`` (e.g. ``dropout``) go to
     the backbone's constructor.
     """
-    if rbm is not None and rbm not in GATES:
-        raise ValueError(f"build_model: rbm must be None or one of {GATES}, got {rbm!r}")
     net = build_backbone(backbone, embedding_size, image_size, **backbone_kwargs)
     module = ResidualBalancingModule(embedding_size, gate=rbm) if rbm is not None else None
     return FaceModel(net, module)

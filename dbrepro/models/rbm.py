@@ -23,7 +23,7 @@ Choices the paper leaves open (ours, stated):
   gradient near the targets above 1; a raw linear output could turn negative and flip the
   residual. Softplus is positive, unbounded and close to linear above ~2. ``b`` starts at 0,
   so f starts near log 2 = 0.69.
-- ``gate="none"`` is the paper's "RBM w/o soft gate": f(x) = 1 for every sample (Table 2).
+- ``gate="ungated"`` is the paper's "RBM w/o soft gate": f(x) = 1 for every sample (Table 2).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GATES = ("soft", "none")
+#: the RBM's gate modes: the learned soft gate f(x) of Eq. 3, or f(x) = 1 (DB Table 2's "RBM w/o sg")
+GATES = ("soft", "ungated")
 
 
 class ResidualBalancingModule(nn.Module):
@@ -46,10 +47,10 @@ class ResidualBalancingModule(nn.Module):
         Width H of the residual branch; ``embedding_size // 2`` by default.
     gate
         ``"soft"``: the learned gate f(x) (exposed so that Eq. 4 can supervise it);
-        ``"none"``: f(x) = 1 (the ablation "RBM w/o sg").
+        ``"ungated"``: f(x) = 1 (the ablation "RBM w/o sg").
 
     ``forward(x)`` returns ``(x_re, gate)``, where ``gate`` is f(x) with shape (B,), or
-    ``None`` when ``gate="none"``.
+    ``None`` when ``gate="ungated"``.
     """
 
     def __init__(self, embedding_size: int, hidden: int | None = None, gate: str = "soft") -> None:

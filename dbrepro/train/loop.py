@@ -1,0 +1,382 @@
+"""The training loop: SGD with the papers' step schedule, AMP on CUDA, DDP, atomic checkpoints, resume.
+
+One loop serves every experiment in the book; :func:`fit` reads like the algorithm::
+
+    start (model, objective, optimiser)  ->  resume from the run's checkpoint, if any
+    for every epoch:  set the lr  ->  seed the epoch  ->  for every batch: callbacks (DFI refresh), step
+                      ->  record the epoch (history, checkpoint, log)
+    finish (model.pt, metrics.json)
+
+What varies is plugged in, never edited in: the **model** returns embeddings (and, with
+``return_aux=True``, the RBM gate); the **objective** (:class:`~dbrepro.train.objective.Objective`) is the
+head plus extra terms plus the gate regression; **callbacks** are plain functions of the
+:class:`TrainState`, called before every step or after every epoch. The DFI refresh of Domain Balancing is
+one of them (:func:`dfi_refresh`).
+
+Reproducibility: all randomness of epoch ``e`` (batch order, flips, dropout) is seeded from
+``(seed, e, rank)``, and the checkpoint written at the end of every epoch holds the model, the objective
+(head, centres, DFI), the optimiser and the AMP scaler, so a run interrupted after epoch ``e`` and resumed
+ends bit-identical to an uninterrupted one (on the CPU).
+
+Speed: on CUDA the loop reads the loss back to the host only every :data:`CUDA_SYNC_EVERY` steps (loss
+sums stay on the device), copies batches with ``non_blocking`` from pinned memory, and turns on
+``cudnn.benchmark``; on the CPU the loss is checked after every step, which costs nothing there.
+
+Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1) the loop joins the process group, shards
+every batch across ranks (the global batch stays ``batch_size``) and wraps model + objective in
+``DistributedDataParallel``; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from ..progress import event, report
+from ..config import resolve_device
+from ..data.base import FaceDataset
+from ..data.samplers import PKSampler, RandomBatchSampler
+from ..models import normalize_images
+from ..runs import Run
+from .checkpoint import load_checkpoint, save_checkpoint, save_model
+from .config import DFIConfig, TrainConfig
+from .distributed import DistInfo, barrier, init_distributed, process_device
+from .objective import Objective, TrainModule, build, refresh_dfi
+
+#: on CUDA, steps between two reads of the loss on the host (finiteness check, progress)
+CUDA_SYNC_EVERY = 50
+#: seconds between two progress lines
+PROGRESS_EVERY_S = 10.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. ``step`` counts optimiser steps from 0 over the whole run."""
+
+    cfg: TrainConfig
+    module: TrainModule
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    num_classes: int
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.module.model
+
+    @property
+    def objective(self) -> Objective:
+        return self.module.objective
+
+
+#: A callback is a plain function of the state. Step callbacks run before every optimiser step
+#: (``state.step`` is the index of the step about to run); epoch callbacks run after every epoch, before
+#: the checkpoint is written.
+Callback = Callable[[TrainState], None]
+
+
+def dfi_refresh(dfi: DFIConfig) -> Callback:
+    """A step callback recomputing the DFI (DB Eq. 1-2) from the head's prototypes every ``dfi.every`` steps.
+
+    It runs *before* the steps whose index is a multiple of ``every`` (step 0 included): the DFI in use is
+    always computed from the prototypes of an earlier iteration ("DFI(x) ... from the last iteration",
+    DB §3.2), at most ``every`` steps old.
+    """
+
+    def refresh(state: TrainState) -> None:
+        if state.step % dfi.every == 0:
+            refresh_dfi(state.objective, dfi)
+
+    return refresh
+
+
+@dataclass
+class TrainResult:
+    module: TrainModule
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+    @property
+    def model(self) -> nn.Module:
+        return self.module.model
+
+    @property
+    def objective(self) -> Objective:
+        return self.module.objective
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+def fit(
+    cfg: TrainConfig,
+    dataset: FaceDataset,
+    *,
+    run: Run | None = None,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+    step_callbacks: Sequence[Callback] = (),
+    epoch_callbacks: Sequence[Callback] = (),
+    num_workers: int = 0,
+    stop_after_epoch: int | None = None,
+    label: str = "training",
+) -> TrainResult:
+    """Train ``cfg`` on ``dataset``; with a ``run``, checkpoint every epoch and resume from the last one.
+
+    ``num_workers``: DataLoader workers for on-disk datasets (in-memory ones are indexed directly).
+    ``stop_after_epoch`` ends the loop early after that many epochs (as an interruption would), leaving the
+    run incomplete; calling ``fit`` again resumes it. ``label`` names the run in progress lines
+    (:mod:`dbrepro.progress`); ``progress`` shows a tqdm bar (default: on a terminal).
+    """
+    device = resolve_device(device)
+    info = init_distributed(device)
+    device = process_device(device, info)
+    labels = _checked_labels(cfg, dataset, info)
+    if progress is None:
+        progress = info.is_main and sys.stderr.isatty()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+    state = start(cfg, int(dataset.num_classes), device)
+    if run is not None and run.checkpoint_path.exists():
+        resume(state, run, device, int(dataset.num_classes), info)
+    wrapped = _wrap(state.module, device, info)
+    callbacks = ([dfi_refresh(cfg.dfi)] if cfg.dfi is not None else []) + list(step_callbacks)
+
+    last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
+    started = time.perf_counter()
+    for epoch in range(state.epoch, last_epoch):
+        lr = cfg.lr_at(epoch)
+        for g in state.optimizer.param_groups:
+            g["lr"] = lr
+        flip_gen = _seed_epoch(cfg, epoch, info)
+        sampler = epoch_sampler(cfg, labels, epoch, info)
+        state.module.train()
+        meter = EpochMeter(len(sampler), device, label, epoch, cfg.epochs, progress, info.world_size)
+        for images, y in batches(dataset, sampler, num_workers, pin_memory=device.type == "cuda"):
+            for cb in callbacks:
+                cb(state)
+            loss, parts = train_step(state, wrapped, images, y, flip_gen, device)
+            meter.add(loss, parts, len(images), state.step, lr)
+            state.step += 1
+        end_epoch(state, meter.record(epoch, lr), run, info, epoch_callbacks)
+    return finish(state, run, info, dataset, device, time.perf_counter() - started)
+
+
+def start(cfg: TrainConfig, num_classes: int, device: torch.device) -> TrainState:
+    """Model, objective (seeded from ``cfg.seed``), SGD with momentum and weight decay, the AMP scaler."""
+    module = build(cfg, num_classes).to(device)
+    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    return TrainState(cfg, module, optimizer, scaler, num_classes)
+
+
+def resume(state: TrainState, run: Run, device: torch.device, num_classes: int, info: DistInfo) -> None:
+    """Continue from the run's last checkpoint (written at the end of an epoch)."""
+    ckpt = load_checkpoint(run, device, config_key=state.cfg.key(), num_classes=num_classes)
+    state.module.load_state_dict(ckpt["module"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+    if info.is_main:
+        run.log(f"resumed from epoch {state.epoch}")
+
+
+def train_step(state: TrainState, wrapped: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               flip_gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One SGD step on one batch (random flips, normalisation, forward under autocast, backward, update).
+
+    Returns the loss and its parts, detached, still on the device.
+    """
+    cfg = state.cfg
+    if cfg.flip:
+        images = random_flip(images, flip_gen)
+    x = normalize_images(images.to(device, non_blocking=True))
+    labels = labels.to(device, non_blocking=True)
+    with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
+        loss, parts = wrapped(x, labels)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.module.parameters(), cfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    return loss.detach(), {k: v.detach() for k, v in parts.items()}
+
+
+def end_epoch(state: TrainState, record: dict[str, Any], run: Run | None, info: DistInfo,
+              epoch_callbacks: Sequence[Callback]) -> None:
+    """Append the epoch's record to the history, run the epoch callbacks, checkpoint and log (rank 0)."""
+    state.history.append(record)
+    state.epoch = record["epoch"]
+    for cb in epoch_callbacks:
+        cb(state)
+    if run is not None and info.is_main:
+        save_checkpoint(run, state.module, state.optimizer, state.scaler, epoch=state.epoch, step=state.step,
+                        history=state.history, config_key=state.cfg.key(), num_classes=state.num_classes)
+        run.log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    barrier(info)
+
+
+def finish(state: TrainState, run: Run | None, info: DistInfo, dataset: FaceDataset, device: torch.device,
+           seconds: float) -> TrainResult:
+    """Metrics of the run; a complete run writes ``model.pt`` and then ``metrics.json`` (rank 0)."""
+    history = state.history
+    metrics = {
+        "epochs_done": state.epoch,
+        "complete": state.epoch >= state.cfg.epochs,
+        "num_classes": int(dataset.num_classes),
+        "num_images": len(dataset),
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_seconds": round(sum(h["seconds"] for h in history), 3),
+        "seconds_this_call": round(seconds, 3),
+        "history": history,
+        "world_size": info.world_size,
+        "device": str(device),
+    }
+    if run is not None and info.is_main and metrics["complete"]:
+        save_model(run, state.module, state.cfg, int(dataset.num_classes))
+        run.finish(metrics)
+        event("trained", run=run.key, seconds=metrics["train_seconds"])
+    state.module.eval()
+    return TrainResult(state.module, history, metrics)
+
+
+# -- the pieces -----------------------------------------------------------------------------------
+
+def _checked_labels(cfg: TrainConfig, dataset: FaceDataset, info: DistInfo) -> np.ndarray:
+    if len(dataset) == 0:
+        raise ValueError("the training set is empty")
+    if cfg.batch_size % info.world_size or (cfg.sampler == "pk" and cfg.pk[0] % info.world_size):
+        raise ValueError(f"batch_size {cfg.batch_size} (pk={cfg.pk}) cannot be split evenly over "
+                         f"{info.world_size} processes")
+    labels = np.asarray(dataset.labels)
+    if labels.shape != (len(dataset),):
+        raise ValueError(f"dataset.labels has shape {labels.shape}, expected ({len(dataset)},)")
+    return labels
+
+
+def _wrap(module: TrainModule, device: torch.device, info: DistInfo) -> nn.Module:
+    if info.world_size == 1:
+        return module
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + rank * 101) % (2**63 - 1)
+
+
+def _seed_epoch(cfg: TrainConfig, epoch: int, info: DistInfo) -> torch.Generator:
+    """Seed this epoch's torch randomness (dropout, ...) and return the generator of its flips."""
+    seed = _epoch_seed(cfg.seed, epoch, info.rank)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed + 1)
+
+
+def epoch_sampler(cfg: TrainConfig, labels: np.ndarray, epoch: int, info: DistInfo) -> PKSampler | RandomBatchSampler:
+    """This rank's batches of one epoch: P x K identities x images, or shuffled batches."""
+    if cfg.sampler == "pk":
+        sampler = PKSampler(labels, p=cfg.pk[0] // info.world_size, k=cfg.pk[1], seed=cfg.seed,
+                            rank=info.rank, world_size=info.world_size)
+    else:
+        sampler = RandomBatchSampler(len(labels), cfg.batch_size // info.world_size, seed=cfg.seed, rank=info.rank,
+                                     world_size=info.world_size)
+    sampler.set_epoch(epoch)
+    if len(sampler) == 0:
+        raise ValueError(f"the training set ({len(labels)} images) is smaller than one batch of {cfg.batch_size}")
+    return sampler
+
+
+def _stack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([im for im, _ in items]), torch.tensor([y for _, y in items])
+
+
+def batches(dataset: FaceDataset, sampler: Iterable, num_workers: int = 0,
+            pin_memory: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images, int64 labels) per batch of ``sampler``: in-memory sets are indexed, others loaded."""
+    images = getattr(dataset, "images", None)
+    labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
+    if isinstance(images, torch.Tensor):  # in memory: index the tensor, no workers, no collation
+        for idx in sampler:
+            idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+            yield images[idx], labels[idx]
+        return
+    yield from torch.utils.data.DataLoader(
+        dataset, batch_sampler=list(sampler), num_workers=num_workers, collate_fn=_stack, pin_memory=pin_memory,
+        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+    )
+
+
+def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2 (the flip of every face-recognition recipe)."""
+    mask = torch.rand(len(images), generator=gen) < 0.5
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+class EpochMeter:
+    """Sums of the loss and its parts over an epoch, the finiteness check, progress lines and the bar.
+
+    Sums are kept in float64 on the device; they are read on the host after every step on the CPU and
+    every :data:`CUDA_SYNC_EVERY` steps on CUDA (a host read waits for the GPU).
+    """
+
+    def __init__(self, n_batches: int, device: torch.device, label: str, epoch: int, epochs: int, bar: bool,
+                 world_size: int):
+        self.n_batches, self.epoch, self.world_size = n_batches, epoch, world_size
+        self.label = f"{label}: epoch {epoch + 1}/{epochs}"
+        self.sync_every = CUDA_SYNC_EVERY if device.type == "cuda" else 1
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen, self.i = 0, 0
+        self.t0 = self.last_report = time.perf_counter()
+        self.bar = tqdm(total=n_batches, desc=label, disable=not bar, leave=False)
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], n_images: int, step: int, lr: float) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.double()
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss.double()
+        self.seen += n_images
+        self.i += 1
+        self.bar.update(1)
+        if self.i % self.sync_every == 0 or self.i == self.n_batches:
+            self._check(step, lr, parts)
+
+    def _check(self, step: int, lr: float, parts: dict[str, torch.Tensor]) -> None:
+        total = float(self.sums["loss"])
+        if total != total or abs(total) == float("inf"):
+            detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+            where = f"step {self.i} of {self.n_batches}" if self.sync_every == 1 else \
+                f"one of steps {self.i - self.sync_every + 1}..{self.i} of {self.n_batches}"
+            raise NonFiniteLossError(
+                f"loss became {total} at epoch {self.epoch + 1}, {where} (global step {step}); "
+                f"parts: {detail}; lr={lr:g}. Lower the learning rate or check the data.")
+        now = time.perf_counter()
+        if now - self.last_report >= PROGRESS_EVERY_S or self.i == self.n_batches:
+            self.last_report = now
+            line = (f"{self.label}, batch {self.i}/{self.n_batches}, loss {total / self.i:.3f}, "
+                    f"{self.images_per_s(now):,.0f} img/s")
+            report(line)
+            self.bar.set_postfix_str(line.split(", ", 2)[-1])
+
+    def images_per_s(self, now: float | None = None) -> float:
+        return self.seen * self.world_size / max((now or time.perf_counter()) - self.t0, 1e-9)
+
+    def record(self, epoch: int, lr: float) -> dict[str, Any]:
+        """The epoch's line of the history: mean loss and parts per batch, time and throughput."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.t0
+        return {"epoch": epoch + 1, "lr": lr, "seconds": round(seconds, 3),
+                "images_per_s": round(self.seen * self.world_size / seconds, 1),
+                **{k: float(v) / self.n_batches for k, v in self.sums.items()}}
