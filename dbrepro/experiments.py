@@ -14,6 +14,8 @@ cache (:mod:`dbrepro.runs`), and caches evaluation results next to the checkpoin
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from typing import Any, Iterable, Mapping
 
@@ -25,27 +27,70 @@ from .config import resolve_device
 from .data import specs
 from .data.base import AllVsAllSuite, IdentificationSuite, PairSuite
 from .eval import evaluate_suite
-from .runs import Run
+from .paths import canonical_json
+from .runs import Run, RunState
 from .train import TrainConfig, TrainModule, fit, load_trained
+from .train.checkpoint import UnusableCheckpointError
 
 
 def train(cfg: TrainConfig, *, device: str | torch.device = "auto", progress: bool | None = None,
           verbose: bool = True, num_workers: int = 0, label: str | None = None) -> Run:
-    """The complete run for ``cfg``: from the cache if it is there, else trained (resuming if interrupted)."""
+    """The complete run for ``cfg``: from the cache if it is there, else trained (resuming if interrupted).
+
+    The run is :func:`dbrepro.runs.get_run`'s (on-disk data fingerprinted) and is verified before it
+    is served (:func:`dbrepro.runs.verify`). Under the run's lock: a second identical training waits
+    for the first and then loads its result. A *damaged* run is trained again from scratch and a
+    *failed* one retried, each saying why; an unusable ``checkpoint.pt`` (unreadable, or another
+    config's) is discarded, saying so, and training starts from scratch. When training raises, the run
+    is marked *failed* with the reason before the error propagates.
+    """
     run = runs_mod.get_run(cfg.to_dict())
     name = label or describe(cfg)
-    if run.complete:
-        if verbose:
-            print(f"{name}: cached ({run.key})", flush=True)
-        return run
-    dataset = specs.training_set(cfg.data)
-    t0 = time.perf_counter()
-    result = fit(cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers)
+    with run.lock() as waited:
+        verdict = run.verify()
+        if verdict.state is RunState.COMPLETE:
+            if verbose or waited:
+                how = f", trained by another process while this one waited {waited:.1f} s" if waited else ""
+                print(f"{name}: cached ({run.key}){how}", flush=True)
+            return run
+        if verdict.state in (RunState.DAMAGED, RunState.STALE) and _is_main_process():
+            _say(run, f"{name}: run {run.key} is {verdict}; training it again from scratch")
+            run.reset(runs_mod.keyed_config(cfg.to_dict()))
+        elif verdict.state is RunState.FAILED and _is_main_process():
+            _say(run, f"{name}: the last attempt failed ({verdict.reason}); training it again")
+            run.failed_path.unlink(missing_ok=True)
+        stored = run.config()  # verified: it hashes to the run's key
+        train_cfg = cfg if stored == json.loads(canonical_json(cfg.to_dict())) else TrainConfig.from_dict(stored)
+        try:
+            dataset = specs.training_set(train_cfg.data)
+            t0 = time.perf_counter()
+            try:
+                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers)
+            except UnusableCheckpointError as e:
+                if _is_main_process():
+                    _say(run, f"{name}: {e}; discarding it and training from scratch")
+                    run.checkpoint_path.unlink(missing_ok=True)
+                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers)
+        except Exception as e:
+            if _is_main_process():
+                run.mark_failed(f"{type(e).__name__}: {e}")
+            raise
     if verbose:
         m = result.metrics
         print(f"{name}: trained in {time.perf_counter() - t0:.1f} s "
               f"({m['num_images']} images, {m['num_classes']} classes, final loss {m['final_loss']:.3f})", flush=True)
     return run
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` group, or the only process: the one that writes to the run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(run: Run, line: str) -> None:
+    """A line the user must see whatever ``verbose`` says, also kept in the run's log."""
+    print(line, flush=True)
+    run.log(line)
 
 
 def train_all(cfgs: Iterable[TrainConfig], **kwargs: Any) -> list[Run]:
@@ -64,7 +109,8 @@ def describe(cfg: TrainConfig) -> str:
 
 
 def load(run: Run, device: str | torch.device = "cpu") -> TrainModule:
-    """The trained model + objective of a complete run, in eval mode."""
+    """The trained model + objective of a complete run, in eval mode (a damaged run is refused)."""
+    run.require_complete()
     module, _ = load_trained(run, device=device)
     return module
 
@@ -94,7 +140,12 @@ def suite_digest(suite: PairSuite | AllVsAllSuite | IdentificationSuite) -> str:
 
 def evaluate(run: Run, suites: Mapping[str, Any], *, device: str | torch.device = "auto", flip: bool = False,
              batch_size: int = 512) -> dict[str, dict[str, Any]]:
-    """Evaluate a complete run on ``suites`` (name -> suite); each result cached in the run folder."""
+    """Evaluate a complete run on ``suites`` (name -> suite); each result cached in the run folder.
+
+    The run is verified first: a damaged, failed or unfinished run is refused (naming the file at
+    fault), and a cached result is served only if it was computed from this run's ``model.pt``.
+    """
+    run.require_complete()
     device = resolve_device(device)
     out: dict[str, dict[str, Any]] = {}
     module = None

@@ -197,20 +197,20 @@ def test_runs_list_shows_state_and_description(in_trained_cache, lfw_data, capsy
 
 
 def copy_of_trained_cache(trained: runs.Run, dest: Path) -> runs.Run:
-    """The trained run plus a partial one (config only), in a fresh cache at ``dest``."""
+    """The trained run, copied into a fresh cache at ``dest``."""
     shutil.copytree(trained.dir, dest / "runs" / trained.key)
     return runs.Run(trained.key, dest / "runs" / trained.key)
 
 
 def test_runs_clean_needs_yes(trained, empty_cache, capsys):
     copy_of_trained_cache(trained, empty_cache)
-    partial = runs.get_run({**trained.config(), "epochs": 3})
+    new = runs.get_run({**trained.config(), "epochs": 3})
     assert "add --yes to confirm" in cli_exit_message("runs", "clean")
     assert len(list(runs.iter_runs())) == 2
 
     assert run_cli("runs", "list") == 0
     states = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert states == {trained.key: "complete", partial.key: "partial"}
+    assert states == {trained.key: "complete", new.key: "new"}
 
     assert run_cli("runs", "clean", "--incomplete") == 0
     assert [r.key for r in runs.iter_runs()] == [trained.key]
