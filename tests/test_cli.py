@@ -158,12 +158,45 @@ def test_unknown_recipe_names_the_choices():
 @pytest.mark.parametrize("setting, expected", [
     ("lr", "--set expects KEY=VALUE, got 'lr'"),
     ("lrate=0.1", "unknown training config keys ['lrate']"),
-    ("epochs=0", "epochs must be >= 1, got 0"),
-    ("head=softmaxx", "head 'softmaxx' is unknown"),
+    ("epochs=0", "epochs must be an integer >= 1, got 0"),
+    ("head=softmaxx", "head 'softmaxx' is unknown: choose one of softmax, sphereface, cosface, arcface, dbm"),
 ])
 def test_bad_set_is_a_clear_error(setting, expected):
     assert expected in cli_exit_message("train", "--recipe", "softmax", "--profile", "smoke", "--set", setting,
                                         "--print-config")
+
+
+#: a value of every kind of wrong, and the line that must name the field and what it may be
+BAD_VALUES = [
+    ("weight_decay=abc", "weight_decay must be a finite number >= 0, got 'abc'"),
+    ("head_kwargs.zz=1", "head_kwargs of 'cosface': unknown argument(s) ['zz']; allowed: s, m"),
+    ("head_kwargs.s=big", "head_kwargs.s must be a finite number (default 64.0), got 'big'"),
+    ("epochs=2.5", "epochs must be an integer >= 1, got 2.5"),
+    ("lr=inf", "lr must be a finite number > 0, got 'inf'"),  # YAML reads inf as a string, .inf as a float
+    ("lr=.inf", "lr must be a finite number > 0, got inf"),
+    ("lr=abc", "lr must be a finite number > 0, got 'abc'"),
+    ("batch_size=true", "batch_size must be an integer >= 1, got True"),
+    ("milestones=[5, 1]", "milestones must be null or strictly increasing integers inside (0, epochs=2)"),
+    ("milestones=[2]", "milestones must be null or strictly increasing integers inside (0, epochs=2)"),
+    ("momentum=1", "momentum must be a finite number in [0, 1), got 1"),
+    ("pk=[16, x]", "pk must be two integers >= 1 (P identities x K images), got [16, 'x']"),
+    ("flip=maybe", "flip must be true or false, got 'maybe'"),
+    ("seed=-1", "seed must be an integer >= 0, got -1"),
+    ("backbone_kwargs.zz=1", "backbone_kwargs of 'small': unknown argument(s) ['zz']"),
+    ("grad_clip=0", "grad_clip must be null or a finite number > 0, got 0"),
+]
+
+
+@pytest.mark.parametrize("setting, expected", BAD_VALUES, ids=[s for s, _ in BAD_VALUES])
+def test_every_field_is_checked_by_print_config_and_from_dict(setting, expected):
+    message = cli_exit_message("train", "--recipe", "cosface", "--profile", "smoke", "--set", setting, "--print-config")
+    assert message.startswith(f"invalid training config: {expected}")
+    from dbrepro.cli import _merge, _parse_set
+    from dbrepro.train import TrainConfig
+
+    with pytest.raises(ValueError) as exc:  # the same check at construction, whatever the caller
+        TrainConfig.from_dict(_merge(recipes.cosface("smoke").to_dict(), _parse_set([setting])))
+    assert str(exc.value).startswith(expected)
 
 
 def test_bad_config_files_are_clear_errors(tmp_path):

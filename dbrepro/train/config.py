@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import papers
 from ..config import scaled_milestones
 from ..losses import HEADS, TERMS, term_arguments
+from ..models import BACKBONES
 from ..models.rbm import GATES
 from ..paths import config_hash
 
@@ -40,6 +43,51 @@ def complete_arguments(params: dict[str, Any], given: dict[str, Any], where: str
     out = {name: d for name, d in params.items() if d is not inspect.Parameter.empty}
     out.update(given)
     return out
+
+
+def check_argument_types(given: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    """Each argument in ``given`` must be of the kind of its default: a bool for a bool, a finite number for a
+    number, a string for a string (arguments without a scalar default are left to their constructor)."""
+    for name, value in given.items():
+        default = defaults.get(name, inspect.Parameter.empty)
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, numbers.Real):
+            ok, kind = _is_real(value) and math.isfinite(value), "a finite number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}.{name} must be {kind} (default {default!r}), got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integer(name: str, value: Any, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _real(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
+    if not _is_real(value) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: Any) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} {value!r} is unknown: choose one of {', '.join(choices)}")
+
+
+def _mapping(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of names to values, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +177,7 @@ class TrainConfig:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
+        self.check_fields()
         if self.milestones is not None:
             self.milestones = tuple(int(m) for m in self.milestones)
         self.pk = tuple(int(v) for v in self.pk)
@@ -140,6 +189,58 @@ class TrainConfig:
         self.terms = {name: complete_arguments(term_arguments(name), dict(kwargs or {}), f"terms.{name}")
                       if name in TERMS else kwargs for name, kwargs in self.terms.items()}
         self.validate()
+
+    def check_fields(self) -> None:
+        """The type and range of every field, each error naming the field and what it may be.
+
+        Run first at construction (``TrainConfig(...)``, :meth:`from_dict`, ``dbrepro train --set`` and
+        ``--print-config`` alike), before anything is derived from the values; :meth:`validate` then checks
+        how the fields fit together.
+        """
+        _mapping("data", self.data)  # a data spec, checked where it is loaded (dbrepro.data.specs)
+        _choice("backbone", self.backbone, BACKBONES)
+        _mapping("backbone_kwargs", self.backbone_kwargs)
+        backbone_defaults = {name: p.default for name, p in inspect.signature(BACKBONES[self.backbone]).parameters.items()
+                             if name not in ("embedding_size", "image_size")
+                             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        complete_arguments(backbone_defaults, self.backbone_kwargs, f"backbone_kwargs of {self.backbone!r}")
+        check_argument_types(self.backbone_kwargs, backbone_defaults, "backbone_kwargs")
+        for name in ("embedding_size", "image_size"):
+            _integer(name, getattr(self, name), 1)
+        _choice("head", self.head, HEADS)
+        _mapping("head_kwargs", self.head_kwargs)
+        head_defaults = {name: p.default for name, p in inspect.signature(HEADS[self.head]).parameters.items()}
+        check_argument_types(self.head_kwargs, head_defaults, "head_kwargs")
+        _mapping("terms", self.terms)
+        for name, kwargs in self.terms.items():
+            _choice("loss term", name, TERMS)
+            if kwargs is not None:
+                _mapping(f"terms.{name}", kwargs)
+                check_argument_types(kwargs, term_arguments(name), f"terms.{name}")
+        if self.rbm is not None:
+            _choice("rbm", self.rbm, GATES)
+        _real("rbm_weight", self.rbm_weight, "a finite number >= 0 (lambda of DB Eq. 6)", lambda v: v >= 0)
+        _integer("epochs", self.epochs, 1)
+        if self.milestones is not None:
+            ms = self.milestones
+            if not (isinstance(ms, (list, tuple)) and all(_is_int(m) for m in ms)
+                    and all(0 < m < self.epochs for m in ms) and all(a < b for a, b in zip(ms, ms[1:]))):
+                raise ValueError(f"milestones must be null or strictly increasing integers inside (0, epochs={self.epochs}) "
+                                 f"(epochs after which the lr is divided by 10), got {ms!r}")
+        _real("lr", self.lr, "a finite number > 0", lambda v: v > 0)
+        _real("momentum", self.momentum, "a finite number in [0, 1)", lambda v: 0 <= v < 1)
+        _real("weight_decay", self.weight_decay, "a finite number >= 0", lambda v: v >= 0)
+        if self.batch_size is not None:
+            _integer("batch_size", self.batch_size, 1)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if not (isinstance(self.pk, (list, tuple)) and len(self.pk) == 2 and all(_is_int(v) and v >= 1 for v in self.pk)):
+            raise ValueError(f"pk must be two integers >= 1 (P identities x K images), got {self.pk!r}")
+        for name in ("flip", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _integer("seed", self.seed, 0)
+        if self.grad_clip is not None:
+            _real("grad_clip", self.grad_clip, "null or a finite number > 0", lambda v: v > 0)
 
     def validate(self) -> None:
         if self.head not in HEADS:
