@@ -3,10 +3,10 @@
     python benchmarks/bench_synth.py                      # smoke and cpu presets
     python benchmarks/bench_synth.py --presets paper      # the 112 px world (slow on a laptop)
 
-The renderer always runs on one torch thread (``synth._one_thread``: its many small element-wise
+The renderer always runs on one torch thread (``synth.single_thread``: its many small element-wise
 ops gain little from OpenMP and lose a lot when another process holds the cores), so there is no
-thread count to compare. Worlds are written to a temporary cache folder (never the user's cache).
-Prints one table.
+thread count to compare. Loading includes the cache's checks (the world's digest is recomputed).
+Worlds are written to a temporary cache folder (never the user's cache). Prints one table.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import os
 import tempfile
 import time
 
-import torch
-
 
 def bench_preset(preset: str, seed: int) -> dict[str, float]:
     from dbrepro.data import synth
-    from dbrepro.paths import cache_dir
 
     cfg = synth.world_config(preset)
     t0 = time.perf_counter()
@@ -29,13 +26,14 @@ def bench_preset(preset: str, seed: int) -> dict[str, float]:
     build = time.perf_counter() - t0
     n_train = len(world.train)
     n_suite = sum(len(m) for m in world.suite_images.values())
+    path = synth.world_path(cfg, seed)
     t0 = time.perf_counter()
-    synth._save(world, cache_dir("worlds") / f"{synth.world_key(cfg, seed)}.pt")
+    synth.save_world(world, path)
     write = time.perf_counter() - t0
     t0 = time.perf_counter()
     again = synth.make_world(preset, seed=seed)
     load = time.perf_counter() - t0
-    assert torch.equal(again.train.images, world.train.images)
+    assert synth.world_digest(again) == synth.world_digest(world)
     n_dis = min(2048, cfg.megaface_distractors)
     t0 = time.perf_counter()
     world.suites["megaface"].distractors.render(0, n_dis)
@@ -43,7 +41,7 @@ def bench_preset(preset: str, seed: int) -> dict[str, float]:
     return {
         "images": n_train + n_suite, "train": n_train, "suites": n_suite, "size": cfg.image_size,
         "build_s": build, "img_per_s": (n_train + n_suite) / build, "write_s": write, "load_s": load,
-        "distractors_per_s": n_dis / dis_time,
+        "mb": path.stat().st_size / 2**20, "distractors_per_s": n_dis / dis_time,
     }
 
 
@@ -58,12 +56,13 @@ def main() -> None:
             os.environ["DBREPRO_CACHE"] = tmp
             rows.append((preset, bench_preset(preset, args.seed)))
     head = (f"{'preset':8} {'px':>4} {'images':>7} {'train':>6} {'suites':>6} {'render s':>9} {'img/s':>7} "
-            f"{'write s':>8} {'load s':>7} {'distr/s':>8}")
+            f"{'write s':>8} {'load s':>7} {'MiB':>6} {'distr/s':>8}")
     print(head)
     print("-" * len(head))
     for preset, r in rows:
         print(f"{preset:8} {r['size']:>4} {r['images']:>7} {r['train']:>6} {r['suites']:>6} {r['build_s']:>9.1f} "
-              f"{r['img_per_s']:>7.0f} {r['write_s']:>8.2f} {r['load_s']:>7.2f} {r['distractors_per_s']:>8.0f}")
+              f"{r['img_per_s']:>7.0f} {r['write_s']:>8.2f} {r['load_s']:>7.2f} {r['mb']:>6.1f} "
+              f"{r['distractors_per_s']:>8.0f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The synthetic world: determinism, cache, long tails, suite protocols, distractors, config errors."""
+"""The synthetic world: determinism, long tails, identities, suite protocols, World.render, config errors.
+
+Images, randomness and distractors: test_synth_images.py; the cache: test_synth_cache.py; the pinned
+digests of the smoke and cpu worlds: test_synth_digest.py.
+"""
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,6 @@ import torch
 
 from dbrepro.data import synth
 from dbrepro.data.base import AllVsAllSuite, IdentificationSuite, PairSuite, TensorFaces
-from dbrepro.data.synth_render import MIN_IMAGE_SIZE, hash_uniform, render_faces
 
 #: the smallest world that still has every suite with 10 folds (renders in well under a second)
 TINY = dict(
@@ -22,22 +23,6 @@ TINY = dict(
 )
 
 PAIR_SUITES = ("lfw", "cplfw", "calfw", "agedb", "rfw", "afw")
-
-
-def _digest(world: synth.World) -> str:
-    h = hashlib.sha256()
-    h.update(world.train.images.numpy().tobytes())
-    h.update(world.train.labels.tobytes())
-    h.update(pd.util.hash_pandas_object(world.train.meta, index=False).to_numpy().tobytes())
-    for name in sorted(world.suites):
-        s = world.suites[name]
-        for t in (getattr(s, "images", None), getattr(s, "probes", None), getattr(s, "gallery", None)):
-            if t is not None:
-                h.update(t.numpy().tobytes())
-        if isinstance(s, PairSuite):
-            h.update(s.pairs.tobytes())
-            h.update(s.issame.tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +39,7 @@ def test_train_set_shapes_dtypes_and_meta(smoke):
     train = smoke.train
     assert isinstance(train, TensorFaces)
     assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, cfg.image_size, cfg.image_size)
-    assert len(train) == synth.class_sizes(cfg).sum()
+    assert len(train) == synth.power_law_class_sizes(cfg).sum()
     assert train.num_classes == cfg.num_identities
     assert set(np.unique(train.labels)) == set(range(cfg.num_identities))
     expected = {"identity", "label", "group", "age_band", "domain", "sex", *synth.NUISANCE_COLUMNS}
@@ -90,53 +75,39 @@ def test_identities_table_and_domain_table(smoke):
 
 
 # ----------------------------------------------------------------------------------------------
-# determinism and cache
+# determinism
 
 
 def test_same_seed_same_bytes_other_seed_other_world():
     a = synth.make_world("smoke", 0, config=TINY, cache=False)
     b = synth.make_world("smoke", 0, config=TINY, cache=False)
     c = synth.make_world("smoke", 1, config=TINY, cache=False)
-    assert _digest(a) == _digest(b)
-    assert _digest(a) != _digest(c)
+    assert synth.world_digest(a) == synth.world_digest(b)
+    assert synth.world_digest(a) != synth.world_digest(c)
     assert not torch.equal(a.train.images, c.train.images)
-
-
-def test_cache_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setenv("DBREPRO_CACHE", str(tmp_path))
-    first = synth.make_world("smoke", 3, config=TINY)
-    files = list((tmp_path / "worlds").glob("*.pt"))
-    assert len(files) == 1 and files[0].stem == synth.world_key(first.config, 3)
-    assert not list((tmp_path / "worlds").glob(".*.tmp"))  # written atomically, nothing left behind
-    again = synth.make_world("smoke", 3, config=TINY)
-    assert _digest(again) == _digest(first)
-    pd.testing.assert_frame_equal(again.identities, first.identities)
-    pd.testing.assert_frame_equal(again.suites["rfw"].meta, first.suites["rfw"].meta)
-    # the distractor source is rebuilt on load and renders the same images
-    assert torch.equal(again.suites["megaface"].distractors.render(0, 4), first.suites["megaface"].distractors.render(0, 4))
-    # a damaged cache file is discarded and the world rendered again
-    files[0].write_bytes(b"not a world")
-    with pytest.warns(UserWarning, match="discarded unreadable world cache"):
-        third = synth.make_world("smoke", 3, config=TINY)
-    assert _digest(third) == _digest(first)
-
-
-def test_cache_key_depends_on_config_seed_and_version(monkeypatch):
-    cfg = synth.world_config("smoke", TINY)
-    key = synth.world_key(cfg, 0)
-    assert synth.world_key(cfg, 1) != key
-    assert synth.world_key(synth.world_config("smoke", {**TINY, "nuisance": 0.5}), 0) != key
-    monkeypatch.setattr(synth, "WORLD_VERSION", synth.WORLD_VERSION + "-changed")
-    assert synth.world_key(cfg, 0) != key
 
 
 # ----------------------------------------------------------------------------------------------
 # long tails
 
 
+def test_power_law_class_sizes_by_hand():
+    cfg = synth.world_config("smoke", {"num_identities": 4, "min_images": 2, "max_images": 5})
+    # q = 1/8, 3/8, 5/8, 7/8: floor(2 / q) = 16, 5, 3, 2, clipped to [2, 5]
+    assert synth.power_law_class_sizes(cfg).tolist() == [5, 5, 3, 2]
+
+
+def test_domain_counts_round_by_largest_remainder():
+    counts = synth.domain_counts(synth.world_config("smoke", {"num_identities": 7}))
+    # 7 x P(domain) = 1.75, 1.225, 0.525, 0.875, 0.6125, ...: floors give 2, the five largest remainders
+    # (0.875, 0.75, 0.6125, 0.525, 0.525) one more each
+    assert counts["identities"].tolist() == [2, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0]
+    assert counts["domain"].tolist()[:4] == ["G0/young", "G0/middle", "G0/old", "G1/young"]
+
+
 def test_class_sizes_follow_the_range_loss_long_tail():
     cfg = synth.world_config("smoke", {"num_identities": 300, "min_images": 4, "max_images": 150})
-    n = synth.class_sizes(cfg)
+    n = synth.power_law_class_sizes(cfg)
     assert n.min() == 4 and n.max() == 150
     assert (n < 20).mean() > 0.5  # a majority of tail identities (Range Loss: < 20 images)
     assert (n >= 100).sum() >= 5  # and a head with >= 100 images each
@@ -145,10 +116,10 @@ def test_class_sizes_follow_the_range_loss_long_tail():
 
 def test_cpu_preset_sizes_fit_the_budget():
     cfg = synth.world_config("cpu")
-    n = synth.class_sizes(cfg)
+    n = synth.power_law_class_sizes(cfg)
     assert 8000 <= n.sum() <= 12000
     assert (n < 20).mean() > 0.5 and (n >= 100).any()
-    suite_images = sum(len(p.images) for p in synth._plans(cfg, 0))
+    suite_images = sum(len(p.images) for p in synth.plan_suites(cfg, 0))
     assert suite_images <= 25000
     n_blufr = cfg.blufr_identities * cfg.blufr_images_per_identity
     matched = cfg.blufr_identities * cfg.blufr_images_per_identity * (cfg.blufr_images_per_identity - 1) // 2
@@ -165,12 +136,12 @@ def test_domain_frequencies_are_long_tailed(profile):
 
 def test_class_size_is_independent_of_domain():
     cfg = synth.world_config("cpu")
-    ids = synth._split_identities(cfg, seed=0)
+    ids = synth.training_identities(cfg, seed=0)
     freq = ids["group"].map(ids["group"].value_counts()) * ids["age_band"].map(ids["age_band"].value_counts())
     rho = pd.Series(ids["n_images"].to_numpy()).corr(pd.Series(freq.to_numpy()), method="spearman")
     assert abs(rho) < 0.1
     # and the same class-size multiset whatever the seed
-    other = synth._split_identities(cfg, seed=1)
+    other = synth.training_identities(cfg, seed=1)
     np.testing.assert_array_equal(np.sort(ids["n_images"]), np.sort(other["n_images"]))
 
 
@@ -200,7 +171,7 @@ def test_group_shares_of_traits_are_equally_visible():
 
 
 def test_suite_kinds_and_descriptions(smoke):
-    assert set(smoke.suites) == set(synth.SUITE_NAMES)
+    assert list(smoke.suites) == ["lfw", "cplfw", "calfw", "agedb", "rfw", "afw", "blufr", "megaface"]
     for name in PAIR_SUITES:
         assert isinstance(smoke.suites[name], PairSuite)
     assert isinstance(smoke.suites["blufr"], AllVsAllSuite)
@@ -296,43 +267,15 @@ def test_blufr_and_megaface_layout(smoke):
 
 
 # ----------------------------------------------------------------------------------------------
-# distractors and rendering
+# World.render
 
 
-def test_distractors_are_deterministic_per_index_and_chunk_invariant():
-    cfg = synth.world_config("smoke", {**TINY, "megaface_distractors": 300})
-    src = synth.distractor_source(cfg, seed=0)
-    whole = src.render(0, 300)
-    assert whole.shape == (300, 3, cfg.image_size, cfg.image_size) and whole.dtype == torch.uint8
-    assert torch.equal(torch.cat(list(src.chunks(chunk=70))), whole)
-    assert torch.equal(src.render(127, 131), whole[127:131])
-    assert torch.equal(synth.distractor_source(cfg, seed=0).render(250, 300), whole[250:])
-    assert not torch.equal(synth.distractor_source(cfg, seed=1).render(0, 8), whole[:8])
-    assert len({hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in whole}) == 300  # all different faces
-    with pytest.raises(ValueError, match="outside"):
-        src.render(290, 301)
-
-
-def test_render_is_a_pure_function_of_the_parameters():
-    ident = synth.sample_identities(0, np.arange(6), synth.GROUPS[:3] * 2, ["young", "middle", "old"] * 2)
-    keys = np.arange(6, dtype=np.uint64) + 11
-    params, meta = synth.image_parameters(ident, keys)
-    a = synth.render(params, keys, 24, 2)
-    b = synth.render({k: v[2:] for k, v in params.items()}, keys[2:], 24, 2, start=2)
-    assert torch.equal(a[2:], b)
-    assert len(meta) == 6 and set(synth.NUISANCE_COLUMNS) <= set(meta.columns)
-    with pytest.raises(ValueError, match="missing parameters"):
-        render_faces({"yaw": torch.zeros(2)}, keys[:2], 24)
-    with pytest.raises(ValueError, match=f">= {MIN_IMAGE_SIZE}"):
-        synth.render(params, keys, MIN_IMAGE_SIZE - 1, 1)
-
-
-def test_hash_uniform_is_counter_based():
-    u = hash_uniform(np.array([1, 2, 3], dtype=np.uint64), 5)
-    assert u.shape == (3, 5) and ((u >= 0) & (u < 1)).all()
-    np.testing.assert_array_equal(hash_uniform(np.array([2], dtype=np.uint64), 5)[0], u[1])
-    big = hash_uniform(np.arange(20000, dtype=np.uint64), 1)[:, 0]
-    assert abs(big.mean() - 0.5) < 0.01 and abs(big.var() - 1 / 12) < 0.003
+def test_world_render_is_the_path_that_made_the_training_images(smoke):
+    # the first render block of the training set, photographed again through World.render
+    n = synth.RENDER_BLOCK
+    assert len(smoke.train) >= n
+    again = smoke.render(smoke.train.labels[:n], stream="train")
+    assert torch.equal(again, smoke.train.images[:n])
 
 
 def test_world_render_overrides(smoke):
@@ -362,7 +305,7 @@ def test_world_render_overrides(smoke):
     ("blufr_identities", 0, "blufr_identities"),
     ("megaface_images_per_identity", 1, "megaface_images_per_identity"),
     ("megaface_distractors", 0, "megaface_distractors"),
-    ("image_size", 8, f">= {MIN_IMAGE_SIZE}"),
+    ("image_size", 8, f">= {synth.MIN_IMAGE_SIZE}"),
     ("supersample", 0, "supersample"),
     ("group_freqs", (0.5, 0.3, 0.1, 0.05), "summing to 1"),
     ("group_freqs", (0.5, 0.5), "4 frequencies"),
@@ -405,17 +348,3 @@ def test_profile_world_keys_override_the_preset(monkeypatch):
     assert cfg.num_identities == synth.PRESETS["smoke"].num_identities
     whole = synth.WorldConfig(num_identities=7)
     assert synth.world_config("cpu", whole) is whole
-
-
-def test_cache_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
-    import os
-
-    monkeypatch.setenv("DBREPRO_CACHE", str(tmp_path))
-
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        synth.make_world("smoke", 0, config=TINY)
-    assert list((tmp_path / "worlds").iterdir()) == []

@@ -1,9 +1,11 @@
 """Batched procedural face renderer: explicit per-image parameters in, uint8 RGB images out.
 
-This module only *draws*. It knows nothing about identities, domains or randomness: every
-image is described by a row of numbers (see :data:`SCALAR_PARAMS` and :data:`COLOUR_PARAMS`),
-and the same numbers always give the same pixels. The generative model that decides those
-numbers (who looks like whom, how people age, how photos vary) is :mod:`dbrepro.data.synth`.
+This module only *draws*: a pure function of its inputs. It knows nothing about identities,
+domains or how the numbers were chosen: every image is described by a row of numbers (see
+:data:`SCALAR_PARAMS` and :data:`COLOUR_PARAMS`) and a key for its sensor noise, and the same
+numbers always give the same pixels. The generative model that decides those numbers (who looks
+like whom, how people age, how photos vary) is the rest of :mod:`dbrepro.data.synth`
+(:mod:`~dbrepro.data.synth.identities`, :mod:`~dbrepro.data.synth.nuisance`).
 
 How a face is drawn
 -------------------
@@ -29,7 +31,7 @@ Three coordinate systems, all in *face units* (the eye centres sit at ``v = 0``,
 Lighting is Lambertian on the head ellipsoid's normal (direction, ambient share, intensity,
 colour); the side of the nose away from the light is shaded. Photographic nuisances come last:
 Gaussian blur (per image sigma, in output pixels) and sensor noise (deterministic per image,
-from a hash of ``noise_key``).
+a counter-based hash of ``noise_key``, :func:`~dbrepro.data.synth.rng.hash_uniform`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .rng import hash_uniform
 
 #: smallest output resolution at which the face still has recognisable parts
 MIN_IMAGE_SIZE = 16
@@ -145,40 +149,6 @@ def render_faces(
         img = _blur(img, p["blur"][:, 0, 0])
         img = _add_noise(img, p["noise"][:, 0, 0], noise_key)
         return (img.clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8)
-
-
-# ----------------------------------------------------------------------------------------------
-# counter-based randomness (stateless: the same key always gives the same numbers)
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: a bijective mixing of uint64 values (wrapping arithmetic)."""
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def hash_key(*parts: int | np.ndarray) -> np.ndarray:
-    """Combine integers (or arrays of them, broadcast) into one uint64 key per element."""
-    key = np.zeros((), dtype=np.uint64)
-    for part in parts:
-        with np.errstate(over="ignore"):
-            key = splitmix64(key ^ np.asarray(part).astype(np.uint64))
-    return np.atleast_1d(key)
-
-
-def hash_uniform(keys: np.ndarray, n: int) -> np.ndarray:
-    """``(len(keys), n)`` float64 uniforms in [0, 1): column ``j`` of row ``i`` depends on ``(keys[i], j)`` only."""
-    keys = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
-    slots = np.arange(n, dtype=np.uint64).reshape(1, -1)
-    with np.errstate(over="ignore"):
-        bits = splitmix64(keys ^ splitmix64(slots * _GOLDEN))
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Evaluation suites of the synthetic world: which identities, which images, which pairs.
+"""Suite plans: which identities, which images and which pairs each benchmark stand-in uses.
 
-This module is pure combinatorics: it *plans* each benchmark stand-in (identity domains, one
-row per image with the conditions it must be rendered under, the pair list with its 10 folds)
-and never draws a pixel. :mod:`dbrepro.data.synth` samples the planned identities, renders the
-images and turns a plan into a :class:`~dbrepro.data.base.PairSuite`,
+This module is pure combinatorics: it *plans* each suite (identity domains, one row per image
+with the conditions it must be rendered under, the pair list with its 10 folds) and never draws
+a pixel. :func:`plan_suites` plans all eight suites of a world in a fixed order from one
+``numpy`` generator; :mod:`~dbrepro.data.synth.world` samples the planned identities, renders
+the images and turns a plan into a :class:`~dbrepro.data.base.PairSuite`,
 :class:`~dbrepro.data.base.AllVsAllSuite` or :class:`~dbrepro.data.base.IdentificationSuite`.
+The evaluation of suites is :mod:`dbrepro.eval`.
 
 Conventions shared by every pair suite
 --------------------------------------
@@ -27,16 +29,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
-N_FOLDS = 10
-#: the youngest and oldest age an image may show (years)
-AGE_MIN, AGE_MAX = 12.0, 90.0
+from .domains import AGE_BAND_YEARS, AGE_BANDS, AGE_MAX, AGE_MIN, GROUPS
+from .rng import name_code
 
-#: slot conditions understood by the renderer side (dbrepro.data.synth)
+if TYPE_CHECKING:
+    from .config import WorldConfig
+
+N_FOLDS = 10
+
+#: slot conditions an image of a plan can carry (:func:`~dbrepro.data.synth.nuisance.image_parameters`
+#: reads ``yaw_mode``, :meth:`SuitePlan.imposed_ages` ``age_mode``)
 FREE: dict[str, str] = {}
 FRONTAL = {"yaw": "frontal"}
 PROFILE = {"yaw": "profile"}
@@ -66,6 +73,33 @@ class SuitePlan:
     issame: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     folds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pair_meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def imposed_ages(self) -> np.ndarray:
+        """The age each image must show: ``age_young`` for "younger" slots, ``age_young + age_gap``
+        for "older" ones, NaN (free) otherwise."""
+        mode = self.images["age_mode"].to_numpy()
+        local = self.images["identity"].to_numpy()
+        young = self.identities["age_young"].to_numpy(dtype=np.float64)[local]
+        gap = self.identities["age_gap"].to_numpy(dtype=np.float64)[local]
+        return np.where(mode == "younger", young, np.where(mode == "older", young + gap, np.nan))
+
+
+def plan_suites(cfg: WorldConfig, seed: int) -> list[SuitePlan]:
+    """The plans of a world's eight suites, in this order, drawn from one generator seeded with
+    ``seed`` and the stream name (so a suite's plan depends on the plans before it)."""
+    rng = np.random.default_rng([seed, name_code("suites")])
+    gf, af = cfg.group_freqs, cfg.age_band_freqs
+    return [
+        plan_lfw(rng, cfg.lfw_pairs, gf, af, GROUPS, AGE_BANDS),
+        plan_cplfw(rng, cfg.cplfw_pairs, gf, af, GROUPS, AGE_BANDS),
+        plan_calfw(rng, cfg.calfw_pairs, gf, af, GROUPS, AGE_BANDS, AGE_BAND_YEARS),
+        plan_agedb(rng, cfg.agedb_pairs, gf, af, GROUPS, AGE_BANDS, AGE_BAND_YEARS),
+        plan_rfw(rng, cfg.rfw_pairs_per_group, GROUPS, AGE_BANDS),
+        plan_afw(rng, cfg.afw_pairs_per_band, GROUPS, AGE_BANDS),
+        plan_blufr(rng, cfg.blufr_identities, cfg.blufr_images_per_identity, gf, af, GROUPS, AGE_BANDS),
+        plan_megaface(rng, cfg.megaface_identities, cfg.megaface_images_per_identity, gf, af, GROUPS, AGE_BANDS,
+                      cfg.megaface_distractors),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,84 +264,91 @@ def _stratified_blocks(pairs_per_stratum: int, pos_per_identity: int, strata: Se
 
 
 def plan_lfw(rng, pairs: int, group_freqs, age_freqs, groups, bands) -> SuitePlan:
-    slots = [FREE, FREE, FREE]
-    pos = [(0, 1), (0, 2), (1, 2)]
-    blocks = _mixed_blocks(rng, pairs, len(pos), group_freqs, age_freqs, groups, bands, in_pairs=False)
-    return _plan_pair_suite(
-        "lfw", "LFW",
+    description = (
         f"{pairs} pairs in 10 identity-disjoint folds, half matched; identities' domains drawn with the "
         "training frequencies (head-dominated, like LFW's celebrities); negatives are random pairs of "
-        "different identities of the same fold; every nuisance free.",
-        blocks, slots, pos, same_domain_negatives=False, rng=rng)
+        "different identities of the same fold; every nuisance free.")
+    return _plan_mixed(rng, "lfw", "LFW", description, pairs, (group_freqs, age_freqs, groups, bands),
+                       [FREE, FREE, FREE], [(0, 1), (0, 2), (1, 2)], attribute_matched=False)
 
 
 def plan_cplfw(rng, pairs: int, group_freqs, age_freqs, groups, bands) -> SuitePlan:
-    slots = [FRONTAL, PROFILE, PROFILE]
-    pos = [(0, 1), (0, 2)]
-    blocks = _mixed_blocks(rng, pairs, len(pos), group_freqs, age_freqs, groups, bands, in_pairs=True)
-    return _plan_pair_suite(
-        "cplfw", "CPLFW",
+    description = (
         f"{pairs} cross-pose pairs: every pair is a near-frontal image (|yaw| <= 8 deg) against a "
         "large-yaw image (45-62 deg); negatives have the same pose gap and are attribute-matched "
-        "(same group and age band).",
-        blocks, slots, pos, same_domain_negatives=True, rng=rng)
+        "(same group and age band).")
+    return _plan_mixed(rng, "cplfw", "CPLFW", description, pairs, (group_freqs, age_freqs, groups, bands),
+                       [FRONTAL, PROFILE, PROFILE], [(0, 1), (0, 2)], attribute_matched=True)
 
 
 def plan_calfw(rng, pairs: int, group_freqs, age_freqs, groups, bands, band_years) -> SuitePlan:
-    slots = [YOUNGER, OLDER, OLDER]
-    pos = [(0, 1), (0, 2)]
-    blocks = _mixed_blocks(rng, pairs, len(pos), group_freqs, age_freqs, groups, bands, in_pairs=True)
-    return _plan_pair_suite(
-        "calfw", "CALFW",
+    description = (
         f"{pairs} cross-age pairs: a younger image against an older one, 20-40 years apart (one gap "
         "and one pair of ages per fold and domain, around a base age of the identities' band); "
-        "negatives have the same ages and are attribute-matched (same group and age band).",
-        blocks, slots, pos, same_domain_negatives=True, rng=rng, age_gap=(20.0, 40.0), band_years=band_years)
+        "negatives have the same ages and are attribute-matched (same group and age band).")
+    return _plan_mixed(rng, "calfw", "CALFW", description, pairs, (group_freqs, age_freqs, groups, bands),
+                       [YOUNGER, OLDER, OLDER], [(0, 1), (0, 2)], attribute_matched=True,
+                       age_gap=(20.0, 40.0), band_years=band_years)
 
 
 def plan_agedb(rng, pairs: int, group_freqs, age_freqs, groups, bands, band_years) -> SuitePlan:
-    slots = [YOUNGER, OLDER, OLDER]
-    pos = [(0, 1), (0, 2)]
-    blocks = _mixed_blocks(rng, pairs, len(pos), group_freqs, age_freqs, groups, bands, in_pairs=True)
-    return _plan_pair_suite(
-        "agedb", "AgeDB-30",
+    description = (
         f"{pairs} pairs with an age gap of exactly 30 years (AgeDB-30); negatives have the same ages "
-        "and are attribute-matched (same group and age band).",
-        blocks, slots, pos, same_domain_negatives=True, rng=rng, age_gap=(30.0, 30.0), band_years=band_years)
+        "and are attribute-matched (same group and age band).")
+    return _plan_mixed(rng, "agedb", "AgeDB-30", description, pairs, (group_freqs, age_freqs, groups, bands),
+                       [YOUNGER, OLDER, OLDER], [(0, 1), (0, 2)], attribute_matched=True,
+                       age_gap=(30.0, 30.0), band_years=band_years)
+
+
+def _plan_mixed(rng, name: str, stands_for: str, description: str, pairs: int, domains, slots, pos_slots,
+                attribute_matched: bool, **ages) -> SuitePlan:
+    """A suite whose identities' domains follow the training frequencies (one block per fold).
+
+    ``domains`` is ``(group_freqs, age_freqs, groups, bands)``. With ``attribute_matched`` the two
+    identities of a mismatched pair share group and age band, so identities are drawn in same-domain
+    pairs. ``ages`` (``age_gap``, ``band_years``) make it a cross-age suite."""
+    blocks = _mixed_blocks(rng, pairs, len(pos_slots), *domains, in_pairs=attribute_matched)
+    return _plan_pair_suite(name, stands_for, description, blocks, slots, pos_slots,
+                            same_domain_negatives=attribute_matched, rng=rng, **ages)
 
 
 def plan_rfw(rng, pairs_per_group: int, groups, bands) -> SuitePlan:
-    slots = [FREE, FREE, FREE]
-    pos = [(0, 1), (0, 2), (1, 2)]
-    blocks = _stratified_blocks(pairs_per_group, len(pos), groups, bands, stratum_is_group=True)
-    return _plan_pair_suite(
-        "rfw", "RFW",
-        f"{pairs_per_group} pairs per group ({len(groups)} groups), each group with its own 10 folds "
+    return _plan_per_stratum(
+        rng, "rfw", "RFW", pairs_per_group, groups, bands, stratum_is_group=True,
+        description=f"{pairs_per_group} pairs per group ({len(groups)} groups), each group with its own 10 folds "
         "(pair meta 'group'); within a group the age bands are balanced; negatives share group and "
-        "age band. Accuracy per group, and its spread across groups, measure the domain bias.",
-        blocks, slots, pos, same_domain_negatives=True, rng=rng)
+        "age band. Accuracy per group, and its spread across groups, measure the domain bias.")
 
 
 def plan_afw(rng, pairs_per_band: int, groups, bands) -> SuitePlan:
+    return _plan_per_stratum(
+        rng, "afw", "AFW (CACD age subsets)", pairs_per_band, bands, groups, stratum_is_group=False,
+        description=f"{pairs_per_band} pairs per age band ({', '.join(bands)}), each band with its own 10 folds "
+        "(pair meta 'age_band'); within a band the groups are balanced; negatives share group and "
+        "age band.")
+
+
+def _plan_per_stratum(rng, name: str, stands_for: str, pairs_per_stratum: int, strata: Sequence[str],
+                      others: Sequence[str], stratum_is_group: bool, description: str) -> SuitePlan:
+    """A suite with its own 10 folds per stratum (a group for RFW, an age band for AFW)."""
     slots = [FREE, FREE, FREE]
     pos = [(0, 1), (0, 2), (1, 2)]
-    blocks = _stratified_blocks(pairs_per_band, len(pos), bands, groups, stratum_is_group=False)
-    return _plan_pair_suite(
-        "afw", "AFW (CACD age subsets)",
-        f"{pairs_per_band} pairs per age band ({', '.join(bands)}), each band with its own 10 folds "
-        "(pair meta 'age_band'); within a band the groups are balanced; negatives share group and "
-        "age band.",
-        blocks, slots, pos, same_domain_negatives=True, rng=rng)
+    blocks = _stratified_blocks(pairs_per_stratum, len(pos), strata, others, stratum_is_group=stratum_is_group)
+    return _plan_pair_suite(name, stands_for, description, blocks, slots, pos, same_domain_negatives=True, rng=rng)
 
 
 # ----------------------------------------------------------------------------------------------
 # all-vs-all and identification
 
 
+def _free_age_identities(doms: list[tuple[str, str]]) -> pd.DataFrame:
+    """The identity table of a suite whose images show any age: one row per identity's (group, age band)."""
+    return pd.DataFrame({"group": [g for g, _ in doms], "age_band": [a for _, a in doms],
+                         "age_young": math.nan, "age_gap": math.nan})
+
+
 def plan_blufr(rng, n_identities: int, images_per_identity: int, group_freqs, age_freqs, groups, bands) -> SuitePlan:
-    doms = sample_domains(rng, n_identities, group_freqs, age_freqs, groups, bands)
-    identities = pd.DataFrame({"group": [g for g, _ in doms], "age_band": [a for _, a in doms],
-                               "age_young": math.nan, "age_gap": math.nan})
+    identities = _free_age_identities(sample_domains(rng, n_identities, group_freqs, age_freqs, groups, bands))
     images = pd.DataFrame({
         "identity": np.repeat(np.arange(n_identities), images_per_identity),
         "slot": np.tile(np.arange(images_per_identity), n_identities),
@@ -325,9 +366,7 @@ def plan_blufr(rng, n_identities: int, images_per_identity: int, group_freqs, ag
 
 def plan_megaface(rng, n_identities: int, images_per_identity: int, group_freqs, age_freqs, groups, bands,
                   n_distractors: int) -> SuitePlan:
-    doms = sample_domains(rng, n_identities, group_freqs, age_freqs, groups, bands)
-    identities = pd.DataFrame({"group": [g for g, _ in doms], "age_band": [a for _, a in doms],
-                               "age_young": math.nan, "age_gap": math.nan})
+    identities = _free_age_identities(sample_domains(rng, n_identities, group_freqs, age_freqs, groups, bands))
     images = pd.DataFrame({
         "identity": np.repeat(np.arange(n_identities), images_per_identity),
         "slot": np.tile(np.arange(images_per_identity), n_identities),
