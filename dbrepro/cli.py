@@ -168,9 +168,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{'key':16}  {'state':10}  {'MB':>6}  description")
         for run in rows:
             verdict = runs.verify(run)
+            why = verdict.reason
+            if verdict.state is not runs.RunState.COMPLETE and run.in_use():
+                why = "being trained by another process right now"
             print(f"{run.key:16}  {verdict.state.value:10}  {run.size_bytes() / 1e6:6.1f}  {_describe_config(run)}")
-            if verdict.reason:
-                print(f"{'':16}  why: {verdict.reason}")
+            if why:
+                print(f"{'':16}  why: {why}")
         return 0
     # clean
     chosen = {"incomplete": args.incomplete, "stale": args.stale, "damaged": args.damaged, "failed": args.failed}

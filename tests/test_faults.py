@@ -394,11 +394,10 @@ def test_two_identical_trainings_train_once(base, tmp_path):
     assert runs.verify(run).state is RunState.COMPLETE
 
 
-def test_a_killed_training_releases_its_lock(base, tmp_path):
+def test_a_killed_training_releases_its_lock(base, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DBREPRO_CACHE", str(cache))
-        run = run_of(config(base["data"]))
+    monkeypatch.setenv("DBREPRO_CACHE", str(cache))
+    run = run_of(config(base["data"]))
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from dbrepro import runs; r = runs.Run(sys.argv[1], __import__('pathlib').Path(sys.argv[2]))\n"
         "with r.lock():\n    print('locked', flush=True); time.sleep(60)"), run.key, str(run.dir)],
@@ -406,10 +405,13 @@ def test_a_killed_training_releases_its_lock(base, tmp_path):
     try:
         assert read_until(holder.stdout, "locked", timeout=60)
         assert run.in_use()
+        assert listed(capsys)[run.key] == ("new", "being trained by another process right now")
+        assert runs.clean() == [] and run.dir.exists()  # a run in training is never cleaned away
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
     finally:
         holder.kill()
+    assert listed(capsys)[run.key] == ("new", "")
     with run.lock() as waited:
         assert waited == 0.0
 
