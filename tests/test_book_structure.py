@@ -3,84 +3,28 @@
 - the toc and notebooks/ agree; every page the toc names exists; nothing built is tracked by git;
 - every notebook opens with a ``parameters`` cell defining PROFILE, SEED, DEVICE="auto", OUTPUT_DIR (AST);
 - ``python -m dbrepro.book run`` on a temporary book: parameters injected, the kernel is this venv's Python,
-  a failing notebook is named with its cell and leaves nothing half-written, an unknown profile exits 2;
-- the offline scan finds remote resources; the status page and ``--param`` parsing give known answers.
+  a failing notebook is named with its cell and keeps its previous outputs, an unknown profile exits 2;
+- the offline scan finds remote resources; the status page gives known answers.
+
+Progress, typed parameters and kills: tests/test_book_executor.py; the built site: tests/test_site.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from book_helpers import HEADER, PARAMETERS, ROOT, notebook_md, run_cli, write_book
 
 from dbrepro import book
 from dbrepro.book import BookError
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 TOC = BOOK / "_toc.yml"
-
-HEADER = textwrap.dedent(
-    """\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-    """
-)
-PARAMETERS = textwrap.dedent(
-    """\
-    ```{code-cell} ipython3
-    :tags: [parameters]
-
-    PROFILE = "cpu"
-    SEED = 0
-    DEVICE = "auto"
-    OUTPUT_DIR = None
-    """
-)
-
-
-def notebook_md(*cells: str, parameters: str = PARAMETERS, extra_parameters: str = "") -> str:
-    """A MyST notebook: the header, the parameters cell (plus extra lines), then code cells."""
-    text = HEADER + "\n# A test notebook\n\n" + parameters + extra_parameters + "```\n"
-    for cell in cells:
-        text += "\n```{code-cell} ipython3\n" + textwrap.dedent(cell).strip() + "\n```\n"
-    return text
-
-
-def write_book(root: Path, notebooks: dict[str, str], toc_files: list[str]) -> tuple[Path, Path]:
-    """A temporary book: notebooks/<name>.md and book/_toc.yml listing ``toc_files`` in order."""
-    nb_dir, book_dir = root / "notebooks", root / "book"
-    nb_dir.mkdir(parents=True)
-    book_dir.mkdir(parents=True)
-    for name, text in notebooks.items():
-        (nb_dir / f"{name}.md").write_text(text)
-    chapters = "".join(f"      - file: {f}\n" for f in toc_files[1:])
-    (book_dir / "_toc.yml").write_text(
-        f"format: jb-book\nroot: {toc_files[0]}\nparts:\n  - caption: Tests\n    chapters:\n{chapters}"
-    )
-    return nb_dir, book_dir / "_toc.yml"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dbrepro.book", *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, **(env or {})},
-    )
-
 
 # -- the real book -----------------------------------------------------------------------------------
 
@@ -175,16 +119,6 @@ def test_parameters_cell_must_be_the_first_code_cell(tmp_path):
 # -- parameters ---------------------------------------------------------------------------------------
 
 
-def test_parse_param_types_values_like_papermill():
-    assert book.parse_param("A=1") == ("A", 1)
-    assert book.parse_param("B=0.5") == ("B", 0.5)
-    assert book.parse_param("C=true") == ("C", True)
-    assert book.parse_param("D=None") == ("D", None)
-    assert book.parse_param("E=/data/x=y") == ("E", "/data/x=y")
-    with pytest.raises(BookError, match="expected KEY=VALUE"):
-        book.parse_param("no-equals")
-
-
 def test_notebook_parameters_pass_only_declared_ones(tmp_path, monkeypatch):
     layout = book.BuildLayout(tmp_path / "_build", "smoke")
     data = tmp_path / "lfw"
@@ -253,12 +187,15 @@ BAD = notebook_md(
 )
 
 
-def test_failing_notebook_is_named_with_its_cell_and_leaves_nothing_behind(tmp_path):
-    nb_dir, toc = write_book(tmp_path, {"good": GOOD, "bad": BAD}, ["good", "bad"])
+def test_failing_notebook_is_named_with_its_cell_and_keeps_its_previous_outputs(tmp_path):
+    nb_dir, toc = write_book(tmp_path, {"good": GOOD, "bad": GOOD.replace('"good"', '"bad"')}, ["good", "bad"])
     build = tmp_path / "_build"
-    stale = build / "smoke" / "notebooks" / "bad.ipynb"  # from an earlier, successful run
-    stale.parent.mkdir(parents=True)
-    stale.write_text("{}")
+    smoke = build / "smoke"
+    args = ("run", "--profile", "smoke", "--notebooks", str(nb_dir), "--toc", str(toc), "--build-dir", str(build))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    previous = (smoke / "notebooks" / "bad.ipynb").read_bytes(), (smoke / "results" / "bad" / "results.json").read_bytes()
+    (nb_dir / "bad.md").write_text(BAD)
 
     # a python3 kernelspec on the user's JUPYTER_PATH pointing at another Python must not be used
     decoy = tmp_path / "jupyter-path" / "kernels" / "python3"
@@ -267,22 +204,26 @@ def test_failing_notebook_is_named_with_its_cell_and_leaves_nothing_behind(tmp_p
         {"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
          "display_name": "decoy", "language": "python"}))
 
-    result = run_cli("run", "--profile", "smoke", "--notebooks", str(nb_dir), "--toc", str(toc),
-                     "--build-dir", str(build), "--param", "GREETING=hello",
-                     env={"JUPYTER_PATH": str(tmp_path / "jupyter-path")})
+    result = run_cli(*args, "--param", "GREETING=hello", env={"JUPYTER_PATH": str(tmp_path / "jupyter-path")})
 
     assert result.returncode == 1, result.stdout + result.stderr
     line = next(ln for ln in result.stderr.splitlines() if "failed" in ln)
     fence = 1 + BAD.splitlines().index('raise ValueError("boom")') - 2  # the ```{code-cell} line of cell 3
-    assert line == f'notebook bad failed: code cell 3 ({nb_dir / "bad.md"}:{fence}: `x = 1`): ValueError: boom'
+    assert line == f'notebook bad failed: code cell 3 (notebooks/bad.md:{fence}: `x = 1`): ValueError: boom'
     assert "[1/2] good ... " in result.stdout and "[2/2] bad ... FAILED" in result.stdout
 
-    smoke = build / "smoke"
-    assert sorted(p.name for p in (smoke / "notebooks").iterdir()) == ["good.ipynb"]
-    assert sorted(p.name for p in (smoke / "results").iterdir()) == ["good"]
+    # the failed rerun replaced nothing: bad's previous executed notebook and results are as they were
+    assert sorted(p.name for p in (smoke / "notebooks").iterdir()) == ["bad.ipynb", "good.ipynb"]
+    assert sorted(p.name for p in (smoke / "results").iterdir()) == ["bad", "good"]
+    assert (smoke / "notebooks" / "bad.ipynb").read_bytes() == previous[0]
+    assert (smoke / "results" / "bad" / "results.json").read_bytes() == previous[1]
+    assert sorted(p.name for p in (smoke / "results" / "bad").iterdir()) == ["results.json"]  # no partial.txt
     status = json.loads((smoke / "status.json").read_text())
     assert status["notebooks"]["good"]["status"] == "ok"
-    assert status["notebooks"]["bad"]["status"] == "failed" and "ValueError: boom" in status["notebooks"]["bad"]["error"]
+    bad = status["notebooks"]["bad"]
+    assert bad["status"] == "failed" and "ValueError: boom" in bad["error"] and "previous outputs are kept" in bad["error"]
+    record = json.loads(previous[0])["metadata"]["dbrepro"]
+    assert bad["outputs"]["run"] == record["run"] and bad["outputs"]["results_sha256"] == record["results_sha256"]
     leftovers = [p for p in smoke.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
 
@@ -293,9 +234,11 @@ def test_failing_notebook_is_named_with_its_cell_and_leaves_nothing_behind(tmp_p
     executed = json.loads((smoke / "notebooks" / "good.ipynb").read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and 'PROFILE = "smoke"' in "".join(injected[0]["source"])
+    # the record names where the results are now, not the staging folder they were written to
+    assert f'OUTPUT_DIR = "{smoke / "results" / "good"}"' in "".join(injected[0]["source"])
     assert "remove-cell" in injected[0]["metadata"]["tags"]  # kept in the notebook, left out of the site
     shown = [c for c in executed["cells"] if "remove-cell" not in c["metadata"].get("tags", [])]
-    assert any("parameters" in c["metadata"].get("tags", []) for c in shown)  # the reader still sees the knobs
+    assert any("parameters" in c["metadata"].get("tags", []) for c in shown)  # folded on the site, still there
 
 
 def test_a_notebook_that_writes_no_results_fails(tmp_path):
@@ -323,18 +266,24 @@ def test_build_names_the_notebooks_that_were_not_run(tmp_path):
 # -- pages and the offline scan -----------------------------------------------------------------------
 
 
-def test_status_markdown_lists_times_and_environment():
+def test_status_markdown_lists_cold_and_cached_times_and_environment():
     status = {
         "profile": "cpu",
         "environment": {"python": "3.11.7", "implementation": "CPython", "cuda": False, "cpu_cores": 2,
                         "cpu_cores_usable": 2, "torch_threads": 2, "packages": {"torch": "2.14.1"}},
-        "notebooks": {"a": {"status": "ok", "seconds": 1.25, "finished": "t1"},
-                      "b": {"status": "ok", "seconds": 2.0, "finished": "t2"}},
+        "notebooks": {
+            "a": {"status": "ok", "seconds": 1.25, "finished": "t1", "outputs": {"finished": "t1"},
+                  "cold": {"seconds": 300.0, "date": "d0"}, "cached": {"seconds": 1.25, "date": "t1"}},
+            "b": {"status": "failed", "seconds": 2.0, "finished": "t2", "outputs": {"finished": "t0"},
+                  "cold": {"seconds": 20.04, "date": "d1"}},
+        },
     }
     text = book.status_markdown(status, ["a", "b", "c"])
-    assert "| {doc}`a` | ok | 1.2 | t1 |" in text  # 1.25 rounds half to even
+    assert "| chapter | last run | cold | cached |" in text
+    assert "| {doc}`a` | ok, 1.2 s<br>t1 | 300.0 s<br>d0 | 1.2 s<br>t1 |" in text  # 1.25 rounds half to even
+    assert "| {doc}`b` | failed, 2.0 s<br>t2<br>(shows the outputs of t0) | 20.0 s<br>d1 | not measured |" in text
     assert "| {doc}`c` | not run | | |" in text
-    assert "| **total** | | **3.2** | |" in text
+    assert "| **total** | | **320.0 s** | **1.2 s** |" in text
     assert "| device | CPU only |" in text and "| torch | 2.14.1 |" in text
 
 

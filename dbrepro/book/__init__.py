@@ -33,19 +33,16 @@ Modules: :mod:`.toc` (the table of contents and the parameters-cell rule), :mod:
 
 from .banner import Banner, banner
 from .cli import main
-from .execute import (
-    DATA_PATH_ENV,
-    NotebookFailed,
-    environment_info,
-    execute_notebook,
-    notebook_parameters,
-    parse_param,
-    run,
-    this_interpreter_kernel,
-)
-from .layout import BookError, BuildLayout, read_status
-from .offline import CheckReport, check, find_chromium, pages_with_math_and_figure, remote_resources
+from .console import NotebookProgress, ProgressTail
+from .environment import environment_info
+from .execute import NotebookFailed, execute_notebook, this_interpreter_kernel
+from .layout import BookError, BuildLayout
+from .offline import CheckReport, check, find_chromium, leaked_paths, pages_with_math_and_figure, remote_resources
+from .params import DATA_PATH_ENV, EXECUTOR_PARAMETERS, Parameter, declared_parameters, notebook_parameters, split_param, typed_value
+from .publish import for_site
+from .runner import Interrupted, run
 from .site import MATHJAX_ENTRY, MATHJAX_IN_BUILD, build, find_mathjax, status_markdown
+from .status import read_status, reconcile
 from .toc import (
     GENERATED_PAGES,
     REQUIRED_PARAMETERS,
@@ -60,10 +57,11 @@ from .toc import (
 )
 
 __all__ = [
-    "Banner", "BookError", "BuildLayout", "CheckReport", "DATA_PATH_ENV", "GENERATED_PAGES", "MATHJAX_ENTRY",
-    "MATHJAX_IN_BUILD", "NotebookFailed", "REQUIRED_PARAMETERS", "SCORECARD", "TocEntry", "banner", "build",
-    "check", "environment_info", "execute_notebook", "find_chromium", "find_mathjax", "main",
+    "Banner", "BookError", "BuildLayout", "CheckReport", "DATA_PATH_ENV", "EXECUTOR_PARAMETERS", "GENERATED_PAGES",
+    "Interrupted", "MATHJAX_ENTRY", "MATHJAX_IN_BUILD", "NotebookFailed", "NotebookProgress", "Parameter",
+    "ProgressTail", "REQUIRED_PARAMETERS", "SCORECARD", "TocEntry", "banner", "build", "check", "declared_parameters",
+    "environment_info", "execute_notebook", "find_chromium", "find_mathjax", "for_site", "leaked_paths", "main",
     "notebook_names", "notebook_parameters", "notebooks_in_order", "pages_with_math_and_figure",
-    "parameters_cell_problems", "parse_param", "read_notebook", "read_status", "read_toc",
-    "remote_resources", "run", "status_markdown", "this_interpreter_kernel", "toc_problems",
+    "parameters_cell_problems", "read_notebook", "read_status", "read_toc", "reconcile", "remote_resources", "run",
+    "split_param", "status_markdown", "this_interpreter_kernel", "toc_problems", "typed_value",
 ]

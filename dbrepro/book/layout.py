@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 class BookError(Exception):
@@ -50,6 +47,11 @@ class BuildLayout:
     def check_dir(self) -> Path:
         return self.root / "check"
 
+    @property
+    def staging(self) -> Path:
+        """Where a run writes a notebook's outputs before it commits them (and holds its lock)."""
+        return self.root / ".staging"
+
     def executed(self, name: str) -> Path:
         return self.notebooks / f"{name}.ipynb"
 
@@ -64,20 +66,3 @@ def remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    """The build's ``status.json`` (``{"notebooks": {...}, "environment": {...}}``), or an empty record."""
-    if path.exists():
-        try:
-            status = json.loads(path.read_text())
-            if isinstance(status.get("notebooks"), dict):
-                return status
-        except json.JSONDecodeError:
-            pass  # a status file is a record, not an input: start a fresh one
-    return {"notebooks": {}}
-
-
-def now() -> str:
-    """The current UTC time as the status page shows it."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,16 +1,22 @@
-"""``check``: the built site renders offline.
+"""``check``: the built site renders offline, and its pages fit a 1,300-px-wide window.
 
-Serves the site on 127.0.0.1, renders a page with math and a figure in headless Chromium with every other
-host name unresolvable, and checks that MathJax typeset the math (``mjx-container`` elements), the figure
-loaded and no request failed; scans every page and stylesheet for resources loaded from http(s) at view
-time (links a reader may follow are fine).
+Serves the site on 127.0.0.1, renders pages in headless Chromium with every other host name unresolvable
+(by default the first page with math and a figure, and the scorecard), and checks on each that MathJax
+typeset the math (``mjx-container`` elements) and the figures loaded where the page has them, that no
+request failed, and that the text column does not scroll sideways: neither the main column nor any
+element in it is wider than the column (a probe script measures ``scrollWidth`` against ``clientWidth``
+and every table's width against the article's; code blocks may scroll). Scans every page and stylesheet
+for resources loaded from http(s) at view time (links a reader may follow are fine).
+:func:`leaked_paths` finds folders of the build machine in a built site.
 """
 
 from __future__ import annotations
 
+import html
 import html.parser
 import http.server
 import io
+import json
 import os
 import re
 import shutil
@@ -20,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from ..config import get_profile
 from .layout import BookError, BuildLayout
@@ -93,6 +99,23 @@ def find_chromium() -> str | None:
     return None
 
 
+def leaked_paths(site_dir: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> list[str]:
+    """Every file of a built site that names one of ``folders`` (absolute paths of the build machine):
+    ``"file: folder"`` lines. A folder counts when it stands as a path of its own, not inside a longer
+    word (``/root`` is found in ``/root/x`` and ``"/root"``, not in ``/rootfs`` or ``a/root``)."""
+    site_dir = Path(site_dir)
+    needles = sorted({os.fspath(f).rstrip("/") for f in folders if len(os.fspath(f).rstrip("/")) > 1}, key=len,
+                     reverse=True)
+    # a colour code may stand right before a path (an IPython traceback): ESC[...m, or \u001b[...m in JSON
+    start = rb"(?:(?:\x1b|\\u001b|\\x1b)\[[0-9;]*m|(?<![\w.~/-]))"
+    patterns = [(n, re.compile(start + re.escape(n.encode()) + rb"(?![\w.-])")) for n in needles]
+    found = []
+    for path in sorted(p for p in site_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{path.relative_to(site_dir)}: {n}" for n, pattern in patterns if pattern.search(data)]
+    return found
+
+
 def pages_with_math_and_figure(site_dir: Path) -> list[Path]:
     """Built pages that contain both math (Sphinx's ``math`` markup) and an image from ``_images/``."""
     pages = []
@@ -112,12 +135,36 @@ _PROBE = """
     document.body.setAttribute('data-dbrepro-images', String(imgs.length));
     document.body.setAttribute('data-dbrepro-images-loaded', String(loaded.length));
   }
+  function fit() {
+    var main = document.querySelector('#main-content') || document.querySelector('main') || document.body;
+    var article = document.querySelector('article.bd-article') || main;
+    var column = article.getBoundingClientRect();
+    var wide = [];
+    [main, article].forEach(function (el) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        wide.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + ' scrolls: ' + el.scrollWidth + ' > ' + el.clientWidth + ' px');
+      }
+    });
+    Array.prototype.forEach.call(article.querySelectorAll('*'), function (el) {
+      if (el.closest('pre, div.highlight, mjx-container, .MathJax')) { return; }
+      var r = el.getBoundingClientRect();
+      var what = el.tagName.toLowerCase() + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+      if (el.tagName === 'TABLE' && r.right > column.right + 1) {
+        wide.push(what + ' is ' + Math.round(r.width) + ' px wide, ' + Math.round(r.right - column.right) + ' px beyond the column');
+      } else if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0 && /(auto|scroll)/.test(getComputedStyle(el).overflowX)) {
+        wide.push(what + ' scrolls sideways: ' + el.scrollWidth + ' > ' + el.clientWidth + ' px');
+      }
+    });
+    document.body.setAttribute('data-dbrepro-fit', JSON.stringify({column: Math.round(column.width), window: window.innerWidth, wide: wide}));
+  }
   window.addEventListener('load', function () {
     report();
+    fit();
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
       MathJax.startup.promise.then(function () {
         document.body.setAttribute('data-dbrepro-mathjax', 'done');
         report();
+        fit();
       });
     }
   });
@@ -162,15 +209,23 @@ class CheckReport:
     mathjax_done: bool
     failed_requests: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    has_math: bool = True  # the built page has math markup, so MathJax must typeset some
+    has_figure: bool = True  # the built page has an <img> from _images/
+    column_width: int = 0  # the article's width in the rendered page (px)
+    too_wide: list[str] = field(default_factory=list)  # what is wider than the column, or scrolls sideways
+    measured: bool = True  # the fit probe ran
 
     @property
     def problems(self) -> list[str]:
         p = []
-        if self.math_elements == 0:
+        if self.has_math and self.math_elements == 0:
             p.append(f"{self.page}: MathJax typeset no math (no mjx-container in the rendered page)")
         if not self.mathjax_done:
             p.append(f"{self.page}: MathJax did not finish starting up")
-        if self.images == 0:
+        if not self.measured:
+            p.append(f"{self.page}: the layout probe did not run")
+        p += [f"{self.page}: does not fit the text column ({self.column_width} px): {w}" for w in self.too_wide]
+        if self.has_figure and self.images == 0:
             p.append(f"{self.page}: the rendered page has no figure from _images/")
         elif self.images_loaded < self.images:
             p.append(f"{self.page}: {self.images - self.images_loaded} of {self.images} figures did not load")
@@ -183,11 +238,13 @@ def check(
     profile: str,
     *,
     build_dir: str | os.PathLike = "_build",
-    page: str | None = None,
+    pages: Sequence[str] | None = None,
+    width: int = 1300,
     chromium: str | None = None,
     out: Callable[..., None] = print,
-) -> CheckReport:
-    """Render one page with math and a figure in headless Chromium, offline; scan all pages for remote loads."""
+) -> list[CheckReport]:
+    """Render pages in headless Chromium, offline, in a ``width``-px window (default: the first page with math
+    and a figure, and the scorecard when built); scan all pages for remote loads. One report per page."""
     profile = get_profile(profile).name
     layout = BuildLayout(Path(build_dir).resolve(), profile)
     site = layout.site
@@ -196,48 +253,64 @@ def check(
     chromium = chromium or find_chromium()
     if not chromium:
         raise BookError("Chromium not found: install the Debian package `chromium` (make browser) or set CHROMIUM")
-    if page:
+    targets = []
+    for page in pages or []:
         target = site / (page if page.endswith(".html") else f"{page}.html")
         if not target.exists():
             raise BookError(f"--page {page}: {target} does not exist")
-    else:
+        targets.append(target)
+    if not pages:
         candidates = pages_with_math_and_figure(site)
         if not candidates:
             raise BookError(f"no page in {site} has both math and a figure to check")
-        target = candidates[0]
-
-    started = time.perf_counter()
+        targets = [candidates[0]] + [p for p in [site / "scorecard.html"] if p.exists() and p != candidates[0]]
     remote = remote_resources(site)
+    layout.check_dir.mkdir(parents=True, exist_ok=True)
+    return [_check_page(chromium, site, target, layout.check_dir, width, remote, out) for target in targets]
+
+
+def _check_page(chromium: str, site: Path, target: Path, check_dir: Path, width: int, remote: list[str],
+                out: Callable[..., None]) -> CheckReport:
+    started = time.perf_counter()
+    source = target.read_text(errors="replace")
     handler = type("Handler", (_SiteHandler,), {"probe_path": "/" + target.relative_to(site).as_posix(), "requests": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(site), **k))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    layout.check_dir.mkdir(parents=True, exist_ok=True)
-    screenshot = layout.check_dir / f"{target.stem}.png"
+    screenshot = check_dir / f"{target.stem}.png"
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}{handler.probe_path}"
-        dom = _chromium_dump(chromium, url, screenshot)
+        dom = _chromium_dump(chromium, url, screenshot, width)
     finally:
         server.shutdown()
         server.server_close()
+    fit_attr = re.search(r'data-dbrepro-fit="([^"]*)"', dom)
+    fit = json.loads(html.unescape(fit_attr.group(1))) if fit_attr else {}
+    has_math = bool(re.search(r'class="math[ "]', source))
     report = CheckReport(
         page=target.name,
         screenshot=screenshot if screenshot.exists() else None,
         math_elements=len(re.findall(r"<mjx-container\b", dom)),
         images=_int_attr(dom, "data-dbrepro-images"),
         images_loaded=_int_attr(dom, "data-dbrepro-images-loaded"),
-        mathjax_done='data-dbrepro-mathjax="done"' in dom,
+        mathjax_done='data-dbrepro-mathjax="done"' in dom or not has_math,
         # the browser asks for /favicon.ico by itself; the site does not reference one
         failed_requests=[f"{p} (HTTP {c})" for p, c in handler.requests if c >= 400 and p != "/favicon.ico"],
         remote=remote,
+        has_math=has_math,
+        has_figure=bool(re.search(r'<img[^>]+src="[^"]*_images/', source)),
+        column_width=int(fit.get("column", 0)),
+        too_wide=list(fit.get("wide", [])),
+        measured=bool(fit_attr),
     )
-    out(f"checked {target.name} offline in {time.perf_counter() - started:.1f} s: {report.math_elements} math "
-        f"elements typeset, {report.images_loaded}/{report.images} figures loaded, "
+    out(f"checked {target.name} offline at {width} px in {time.perf_counter() - started:.1f} s: "
+        f"{report.math_elements} math elements typeset, {report.images_loaded}/{report.images} figures loaded, "
+        f"text column {report.column_width} px, {len(report.too_wide)} elements too wide, "
         f"{len(handler.requests)} local requests, {len(remote)} remote resources; screenshot {report.screenshot}")
     return report
 
 
-def _chromium_dump(chromium: str, url: str, screenshot: Path) -> str:
+def _chromium_dump(chromium: str, url: str, screenshot: Path, width: int = 1300) -> str:
     with tempfile.TemporaryDirectory(prefix="dbrepro-chromium-") as profile_dir:
         cmd = [
             chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -245,7 +318,7 @@ def _chromium_dump(chromium: str, url: str, screenshot: Path) -> str:
             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile_dir}",
             # offline: every host name but the local server's fails to resolve
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--window-size=1280,4000", "--hide-scrollbars", "--virtual-time-budget=5000",
+            f"--window-size={width},4000", "--hide-scrollbars", "--virtual-time-budget=5000",
             f"--screenshot={screenshot}", "--dump-dom", url,
         ]
         try:

@@ -1,7 +1,8 @@
 """``build``: stage the site's sources and build it with Jupyter Book 1 (execution off).
 
-``<build>/<profile>/site-src/`` = ``book/*`` + the executed notebooks + a generated ``status.md`` + the
-vendored MathJax 3; ``jupyter-book build`` turns it into ``<build>/<profile>/site/html/``.
+``<build>/<profile>/site-src/`` = ``book/*`` (with ``_static/dbrepro.css``) + the executed notebooks as
+the site shows them (:func:`.publish.for_site`: parameters folded, no local paths) + a generated
+``status.md`` + the vendored MathJax 3; ``jupyter-book build`` turns it into ``<build>/<profile>/site/html/``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Callable, Sequence
 
 from ..config import get_profile
 from ..paths import atomic_write_text
-from .layout import BookError, BuildLayout, read_status, remove
+from .layout import BookError, BuildLayout, remove
+from .publish import for_site
+from .status import read_status, reconcile
 from .toc import notebook_names, read_toc, toc_problems
 
 #: MathJax 3 as vendored by ``make mathjax`` (the npm package's es5 folder), relative to the build dir.
@@ -27,7 +30,9 @@ MATHJAX_ENTRY = "tex-chtml.js"  # must match mathjax_path in book/_config.yml
 
 
 def status_markdown(status: dict[str, Any], order: Sequence[str]) -> str:
-    """The status page: each notebook's execution time, and the environment it ran in."""
+    """The status page: each chapter's last run, its last cold and cached times with their dates, and the
+    environment. *Cold* is the last successful run that trained or rendered something, *cached* the last
+    that found everything in the caches: together they say what a rebuild costs."""
     env = status.get("environment", {})
     profile = status.get("profile", "?")
     lines = [
@@ -35,22 +40,35 @@ def status_markdown(status: dict[str, Any], order: Sequence[str]) -> str:
         "",
         f"Every notebook of this build was executed by papermill in the **{profile}** profile, one at a time, "
         "before the site was built (the book build itself executes nothing). Times are wall-clock seconds "
-        "including the kernel's start.",
+        "including the kernel's start. **Cold** is the last run of a chapter that trained or rendered "
+        "something, **cached** the last one that found all it needed in the run cache: a rebuild after a "
+        "change costs between the two.",
         "",
-        "| notebook | status | seconds | finished |",
-        "|---|---|---:|---|",
+        "| chapter | last run | cold | cached |",
+        "|---|---|---|---|",
     ]
     notebooks = status.get("notebooks", {})
-    total = 0.0
+    totals = {"cold": 0.0, "cached": 0.0}
     for name in order:
         entry = notebooks.get(name)
         if entry is None:
             lines.append(f"| {{doc}}`{name}` | not run | | |")
             continue
-        total += float(entry.get("seconds") or 0.0)
-        lines.append(f"| {{doc}}`{name}` | {entry.get('status', '?')} | {float(entry.get('seconds') or 0):.1f} | "
-                     f"{entry.get('finished', '')} |")
-    lines += [f"| **total** | | **{total:.1f}** | |", "", "## Environment", ""]
+        last = f"{entry.get('status', '?')}, {_seconds(entry.get('seconds'))}<br>{entry.get('finished', '')}"
+        if entry.get("status") != "ok":
+            outputs = entry.get("outputs")
+            last += f"<br>(shows the outputs of {outputs.get('finished')})" if outputs else "<br>(no outputs)"
+        cells = []
+        for kind in ("cold", "cached"):
+            record = entry.get(kind)
+            if record:
+                totals[kind] += float(record.get("seconds") or 0.0)
+                cells.append(f"{_seconds(record.get('seconds'))}<br>{record.get('date', '')}")
+            else:
+                cells.append("not measured")
+        lines.append(f"| {{doc}}`{name}` | {last} | {cells[0]} | {cells[1]} |")
+    lines += [f"| **total** | | **{_seconds(totals['cold'])}** | **{_seconds(totals['cached'])}** |",
+              "", "## Environment", ""]
     device = f"CUDA: {env.get('device')} (CUDA {env.get('cuda_version')})" if env.get("cuda") else "CPU only"
     cores = f"{env.get('cpu_cores_usable')} usable of {env.get('cpu_cores')}; torch threads {env.get('torch_threads')}"
     rows = [
@@ -68,6 +86,10 @@ def status_markdown(status: dict[str, Any], order: Sequence[str]) -> str:
         lines += ["", "### Package versions", "", "| package | version |", "|---|---|"]
         lines += [f"| {k} | {_md_cell(v) if v else 'not installed'} |" for k, v in packages.items()]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value or 0):.1f} s"
 
 
 def _md_cell(value: Any) -> str:
@@ -128,20 +150,30 @@ def build(
     entries = read_toc(toc_path)
     notebooks = set(notebook_names(notebooks_dir))
     order = [e.file for e in entries if e.file in notebooks]
-    missing = [n for n in order if not layout.executed(n).exists()]
+    status = read_status(layout.status_json)
+    broken = reconcile(status, layout, order)  # the disk, not the record, decides what can be shown
+    missing = [n for n in order if not status["notebooks"].get(n, {}).get("outputs")]
     if missing:
+        why = "; ".join(f"{n}: {broken[n]}" for n in missing if n in broken)
         raise BookError(
             f"executed notebooks missing in {layout.notebooks}: {', '.join(missing)} "
-            f"(run them first: python -m dbrepro.book run --profile {profile})"
+            f"(run them first: python -m dbrepro.book run --profile {profile})" + (f"; {why}" if why else "")
         )
+    stale = [n for n in order if status["notebooks"][n].get("status") != "ok"]
+    for name in stale:
+        out(f"warning: the last run of {name} did not succeed; the site shows its outputs of "
+            f"{status['notebooks'][name]['outputs'].get('finished')}", file=sys.stderr)
     mathjax_src = find_mathjax(mathjax, layout.build_dir)
 
     started = time.perf_counter()
     remove(layout.site_src)
     shutil.copytree(book_dir, layout.site_src, ignore=shutil.ignore_patterns("_build", ".*", "__pycache__"))
+    import nbformat
+
+    repo_root = notebooks_dir.parent
     for name in order:
-        shutil.copy2(layout.executed(name), layout.site_src / f"{name}.ipynb")
-    status = read_status(layout.status_json)
+        nb = nbformat.read(layout.executed(name), as_version=4)
+        nbformat.write(for_site(nb, layout.build_dir, repo_root), layout.site_src / f"{name}.ipynb")
     status.setdefault("profile", profile)
     atomic_write_text(layout.site_src / "status.md", status_markdown(status, order))
     # html_extra_path (see _config.yml), not _static: Jupyter Book 1 adds every .js under _static to every page
