@@ -27,7 +27,7 @@ HEADLINE = ("accuracy", "std", "threshold", "auc", "eer", "rank1", "rank5")
 
 
 def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, device: str = "auto",
-             flip: bool = False, verbose: bool = True) -> pd.DataFrame:
+             flip: bool = False, verbose: bool = True, num_workers: int = 0) -> pd.DataFrame:
     """Train (or load) and evaluate every cell; one row per cell and suite.
 
     A cell is a mapping with a ``config`` (:class:`dbrepro.train.TrainConfig`) and any labels
@@ -42,7 +42,8 @@ def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, d
         labels = {k: v for k, v in cell.items() if k != "config"}
         cfg = cell["config"]
         name = ", ".join(f"{v}" for v in labels.values()) or experiments.describe(cfg)
-        run = experiments.train(cfg, device=device, verbose=verbose, label=f"[{i + 1}/{len(cells)}] {name}")
+        run = experiments.train(cfg, device=device, verbose=verbose, label=f"[{i + 1}/{len(cells)}] {name}",
+                                num_workers=num_workers)
         results = experiments.evaluate(run, suites, device=device, flip=flip)
         metrics = run.metrics()
         for suite, result in results.items():

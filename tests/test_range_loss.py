@@ -150,14 +150,14 @@ def test_vectorised_equals_reference_loop(seed):
         assert float(inter) == pytest.approx(ref_inter, rel=1e-10, abs=1e-12)
 
 
-def test_default_margin_is_the_embedding_width_and_weights_are_the_papers():
+def test_default_margin_is_twice_the_embedding_width_and_weights_are_the_papers():
     loss = RangeLoss()
     assert (loss.k, loss.intra_weight, loss.inter_weight) == (2, 5e-5, 1e-4)
     x = torch.zeros(4, 6)
     x[2:, 0] = 1.0  # two classes with centres 1 apart (squared)
     _, inter = loss.components(x, torch.tensor([0, 0, 1, 1]))
-    assert float(inter) == pytest.approx(6.0 - 1.0)
-    assert float(loss.last_parts["margin"]) == 6.0
+    assert float(inter) == pytest.approx(2 * 6.0 - 1.0)  # M = 2D: two unrelated unit-variance embeddings
+    assert float(loss.last_parts["margin"]) == 12.0
 
 
 def test_half_precision_inputs_are_computed_in_float32():

@@ -95,16 +95,56 @@ class TensorFaces:
     def subset(self, indices: np.ndarray, name: str | None = None) -> "TensorFaces":
         """The images at ``indices``, with labels renumbered 0..C-1 in order of first identity label."""
         indices = np.asarray(indices, dtype=np.int64)
-        old = self.labels[indices]
-        kept = np.unique(old)
-        new = np.searchsorted(kept, old)
+        labels, num_classes = renumber(self.labels[indices])
         return TensorFaces(
             images=self.images[torch.from_numpy(indices)],
-            labels=new,
-            num_classes=len(kept),
+            labels=labels,
+            num_classes=num_classes,
             meta=self.meta.iloc[indices].reset_index(drop=True),
             name=name or self.name,
         )
+
+
+def renumber(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels renumbered 0..C-1 in the order of the original labels, and C."""
+    kept = np.unique(labels)
+    return np.searchsorted(kept, labels).astype(np.int64), len(kept)
+
+
+class IndexSubset:
+    """Some images of an on-disk face set (a Range Loss split of CASIA-WebFace, say), labels renumbered.
+
+    Only the index is kept: nothing is decoded until an image is asked for, so a split of MS1MV2 costs a
+    few megabytes, not the 200 GB that decoding it would. ``subset(indices)`` composes.
+    """
+
+    def __init__(self, base: Any, indices: np.ndarray, name: str | None = None) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.ndim != 1 or len(self.indices) == 0:
+            raise ValueError(f"{name or 'subset'}: indices must be a non-empty 1-D array")
+        if self.indices.min() < 0 or self.indices.max() >= len(base):
+            raise ValueError(f"{name or 'subset'}: indices outside [0, {len(base)})")
+        self.labels, self.num_classes = renumber(np.asarray(base.labels)[self.indices])
+        self.name = name or f"{getattr(base, 'name', 'faces')} subset"
+        base_meta = getattr(base, "meta", None)
+        self.meta = (base_meta.iloc[self.indices].reset_index(drop=True) if isinstance(base_meta, pd.DataFrame)
+                     else pd.DataFrame({"identity": np.asarray(base.labels)[self.indices]}))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, _ = self.base[int(self.indices[i])]
+        return image, int(self.labels[i])
+
+    def subset(self, indices: np.ndarray, name: str | None = None) -> "IndexSubset":
+        return IndexSubset(self.base, self.indices[np.asarray(indices, dtype=np.int64)], name=name or self.name)
+
+    def decode(self) -> TensorFaces:
+        """The subset decoded into memory (for a few thousand images, e.g. a t-SNE sample)."""
+        images = torch.stack([self[i][0] for i in range(len(self))])
+        return TensorFaces(images, self.labels, self.num_classes, self.meta, name=self.name)
 
 
 @dataclass

@@ -39,8 +39,9 @@ def _halves(num_classes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     from dbrepro.data.splits import half_split_identities
 
     kwargs = dict(kwargs)
-    if kwargs.pop("halves", False):
-        kwargs["positive_classes"] = half_split_identities(num_classes, seed=int(kwargs.pop("halves_seed", 0)))
+    halves, seed = kwargs.pop("halves", False), int(kwargs.pop("halves_seed", 0))
+    if halves:
+        kwargs["positive_classes"] = half_split_identities(num_classes, seed=seed)
     return kwargs
 
 

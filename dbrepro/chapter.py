@@ -1,0 +1,153 @@
+"""One call sets a chapter up: profile, device, seeds, results file, banner, and the data it reads.
+
+Every chapter starts with::
+
+    ch = chapter.setup("db-05-ablation", PROFILE, seed=SEED, device=DEVICE, output_dir=OUTPUT_DIR,
+                       data_root=CASIA_ROOT, dataset="casia")
+    ch                  # shows the banner: which profile and which data the page's numbers come from
+
+and then uses ``ch.profile``, ``ch.device``, ``ch.seeds`` (the profile's seeds shifted by ``SEED``),
+``ch.data`` (a :class:`~dbrepro.data.sources.DataSource`: the synthetic world in the smoke and cpu
+profiles, the user's InsightFace folder in the paper profile, never the one in place of the other),
+``ch.suites(...)``, ``ch.claim(...)`` and ``ch.save()``. Helpers several chapters share live here too, so
+no chapter redefines them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from . import recipes
+from .banner import Banner, banner
+from .config import Profile, get_profile, resolve_device
+from .data import sources
+from .data.sources import DataSource
+from .results import Results, compare, fmt_pm, verdict_all
+
+#: the verification suites of the papers' average column (DB Tables 2 and 6), in the order the papers print
+HARD_SUITES = ("lfw", "calfw", "cplfw", "agedb")
+#: how the papers name the benchmarks our suites stand in for
+SUITE_TITLES = {"lfw": "LFW", "calfw": "CALFW", "cplfw": "CPLFW", "agedb": "AgeDB", "rfw": "RFW", "afw": "AFW",
+                "blufr": "BLUFR", "megaface": "MegaFace", "cfp_fp": "CFP-FP"}
+
+
+@dataclass
+class Chapter:
+    """What a chapter needs, built by :func:`setup`."""
+
+    name: str
+    profile: Profile
+    device: torch.device
+    seeds: list[int]
+    results: Results
+    data: DataSource
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def banner(self) -> Banner:
+        return banner(self.profile.name, self.profile.numbers_meaningful, self.data.description)
+
+    def _repr_html_(self) -> str:
+        return self.banner._repr_html_()
+
+    def _repr_markdown_(self) -> str:
+        return self.banner._repr_markdown_()
+
+    def __repr__(self) -> str:
+        return repr(self.banner)
+
+    @property
+    def world(self) -> Any:
+        """The synthetic world (what only it has: true domains, nuisances), or None on real data."""
+        return self.data.world
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def suites(self, names: Iterable[str] = HARD_SUITES) -> dict[str, Any]:
+        """The evaluation suites ``names`` the chapter's data has (name -> suite), in that order."""
+        return self.data.suites(names)
+
+    def config(self, recipe: str, **kw: Any):
+        """The config of ``recipe`` (:data:`dbrepro.recipes.RECIPES`) on the chapter's data and profile."""
+        return recipes.RECIPES[recipe](self.profile, data=kw.pop("data", self.data.train_spec), **kw)
+
+    def train(self, cfg: Any, label: str | None = None):
+        """The complete run of ``cfg``: from the run cache, or trained on the chapter's device."""
+        from . import experiments
+
+        return experiments.train(cfg, device=self.device, num_workers=self.profile.num_workers, label=label)
+
+    def grid(self, cells: Iterable[dict[str, Any]], suites: dict[str, Any], **kw: Any):
+        """:func:`dbrepro.grid.run_grid` on the chapter's device: one row per (cell, suite)."""
+        from .grid import run_grid
+
+        return run_grid(cells, suites, device=str(self.device), num_workers=self.profile.num_workers, **kw)
+
+    def claim(self, id: str, claim: str, paper: Any, ours: Any, verdict: str, **kw: Any):
+        """Record a checked claim (see :meth:`dbrepro.results.Results.claim`)."""
+        return self.results.claim(id, claim, paper, ours, verdict, **kw)
+
+    def add(self, name: str, value: Any) -> Any:
+        """Record a number or a small table; returns ``value``."""
+        return self.results.add(name, value)
+
+    def save(self) -> None:
+        """Write the chapter's results file, with its running time, and say so in one line."""
+        self.results.add("seconds", round(time.perf_counter() - self.started, 1))
+        self.results.save()
+        n = len(self.results.claims)
+        print(f"{self.name}: {n} claim{'s' * (n != 1)} and {len(self.results.numbers)} numbers recorded "
+              f"in {self.results.numbers['seconds']:.0f} s")
+
+
+def setup(name: str, profile: str | Profile, *, seed: int = 0, device: str = "auto", output_dir: str | None = None,
+          data_root: str | None = None, dataset: str = "casia") -> Chapter:
+    """Set up chapter ``name``: resolve the profile and device, shift the profile's seeds by ``seed``, open
+    the results file (``output_dir``, or the cache when run by hand) and open the profile's data.
+
+    Profiles that need real data (``paper``) read ``data_root``, an InsightFace folder of ``dataset``
+    ("casia" for CASIA-WebFace, "ms1mv2" for MS1MV2); without it they stop with a clear error instead of
+    falling back to synthetic data. The smoke and cpu profiles read their synthetic world.
+    """
+    p = get_profile(profile)
+    if p.needs_data_path:
+        if data_root is None:
+            raise ValueError(
+                f"{name}: the {p.name} profile reads real data: give the chapter its {sources.DATASETS[dataset]} "
+                f"folder (the book passes $DBREPRO_{dataset.upper()}; see the README's paper-scale section)")
+        data = sources.insightface(data_root, dataset, image_size=p.image_size)
+    else:
+        data = sources.synthetic(recipes.world_data(p))
+    return Chapter(name=name, profile=p, device=resolve_device(device), seeds=[seed + s for s in p.seeds],
+                   results=Results(name, p.name, output_dir), data=data)
+
+
+# -- helpers several chapters share -----------------------------------------------------------------------
+
+def seed_values(table: Any, metric: str = "accuracy", **where: Any) -> list[float]:
+    """``metric`` of the grid rows matching ``where``, one value per seed in seed order."""
+    from .grid import values
+
+    return values(table, metric, **where)
+
+
+def suite_average(table: Any, suites: Sequence[str] = HARD_SUITES, by: str = "method",
+                  metric: str = "accuracy") -> dict[Any, list[float]]:
+    """``by`` -> per-seed mean of ``metric`` over ``suites`` (the papers' "Average" column, per seed first)."""
+    wide = table.pivot_table(index=[by, "seed"], columns="suite", values=metric)
+    return wide[list(suites)].mean(axis=1).groupby(level=0).apply(list).to_dict()
+
+
+def greater(a: Sequence[float], b: Sequence[float]) -> str:
+    """Verdict of "a > b" over seeds (:func:`dbrepro.results.compare`)."""
+    return compare(a, b, "greater")
+
+
+__all__ = ["Chapter", "HARD_SUITES", "SUITE_TITLES", "fmt_pm", "greater", "seed_values", "setup", "suite_average",
+           "verdict_all"]
