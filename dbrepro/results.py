@@ -9,6 +9,12 @@ value, ours, and a verdict:
 ``inconclusive``     the difference lies within the error bars
 ``not measured``     the notebook could not measure it here (e.g. no data path given)
 
+A claim has a ``kind`` (:data:`CLAIM_KINDS`): ``"control"`` for a positive control of the calibration
+chapter (a fact every face-recognition study agrees on, ids ``"C1"``, ``"C2"``, ...), ``"paper"`` (the
+default) for a claim of one of the two papers, ``"beyond"`` for what the papers did not claim (what only a
+world with true domain labels can show). ``needs`` lists the controls a claim depends on: the scorecard
+shows "world fails C2" beside a claim that needs C2 when C2 is not reproduced.
+
 The book's scorecard page and the tests read these files; nothing scrapes cell output.
 Verdicts come from :func:`compare` (mean +- std over seeds) or :func:`compare_intervals` (one seed,
 bootstrap intervals), never from hand-written strings.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +36,10 @@ import numpy as np
 from .paths import atomic_write_json, cache_root
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not measured")
+#: What a claim is about: a positive control of the world, a claim of a paper, or beyond the papers.
+CLAIM_KINDS = ("control", "paper", "beyond")
 RESULTS_FILE = "results.json"
+_CONTROL_ID = re.compile(r"^C[1-9][0-9]*$")
 
 
 @dataclass
@@ -41,10 +51,32 @@ class Claim:
     verdict: str
     section: str = ""
     note: str = ""
+    #: ids of the positive controls this claim depends on ("C1".."C5")
+    needs: list[str] = field(default_factory=list)
+    #: "control", "paper" or "beyond" (:data:`CLAIM_KINDS`)
+    kind: str = "paper"
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.id!r}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in CLAIM_KINDS:
+            raise ValueError(f"claim {self.id!r}: kind must be one of {CLAIM_KINDS}, got {self.kind!r}")
+        if isinstance(self.needs, str) or not all(isinstance(n, str) and _CONTROL_ID.match(n) for n in self.needs):
+            raise ValueError(f"claim {self.id!r}: needs must be a list of control ids like ['C1', 'C2'], "
+                             f"got {self.needs!r}")
+        self.needs = list(dict.fromkeys(self.needs))
+        if self.kind == "control":
+            if not _CONTROL_ID.match(self.id):
+                raise ValueError(f"claim {self.id!r}: a control's id must be C1, C2, ... (the ids other claims need)")
+            if self.needs:
+                raise ValueError(f"claim {self.id!r}: a control needs no other control, got needs={self.needs!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Claim":
+        """A claim as stored in a ``results.json``; files written before ``needs`` and ``kind`` existed load
+        with ``needs=[]`` and ``kind="paper"``. Unknown keys are ignored."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 def output_dir(notebook: str, profile: str, given: str | Path | None = None) -> Path:
@@ -73,10 +105,25 @@ class Results:
         self.numbers[name] = _jsonable(value)
         return value
 
-    def claim(self, id: str, claim: str, paper: Any, ours: Any, verdict: str, section: str = "", note: str = "") -> Claim:
+    def claim(
+        self,
+        id: str,
+        claim: str,
+        paper: Any,
+        ours: Any,
+        verdict: str,
+        section: str = "",
+        note: str = "",
+        *,
+        needs: Sequence[str] = (),
+        kind: str = "paper",
+    ) -> Claim:
+        """Record a checked claim. ``needs``: the controls it depends on (``["C2"]``); ``kind``: ``"paper"``,
+        ``"control"`` (the calibration chapter's C1, C2, ...) or ``"beyond"`` (see the module docstring)."""
         if any(c.id == id for c in self.claims):
             raise ValueError(f"claim id {id!r} recorded twice in {self.notebook}")
-        c = Claim(id=id, claim=claim, paper=str(paper), ours=str(ours), verdict=verdict, section=section, note=note)
+        c = Claim(id=id, claim=claim, paper=str(paper), ours=str(ours), verdict=verdict, section=section, note=note,
+                  needs=list(needs), kind=kind)
         self.claims.append(c)
         return c
 
@@ -113,10 +160,17 @@ def load_results(root: str | Path) -> list[dict[str, Any]]:
 
 
 def claims_frame(results: Iterable[dict[str, Any]]):
-    """All claims of all notebooks as one DataFrame (the scorecard)."""
+    """All claims of all notebooks as one DataFrame (the scorecard); claims written before ``needs`` and
+    ``kind`` existed get their defaults (:meth:`Claim.from_dict`)."""
     import pandas as pd
 
-    rows = [{"notebook": r["notebook"], **c} for r in results for c in r.get("claims", [])]
+    rows = []
+    for r in results:
+        for c in r.get("claims", []):
+            try:
+                rows.append({"notebook": r["notebook"], **asdict(Claim.from_dict(c))})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"results of notebook {r.get('notebook')!r}: {e}") from None
     return pd.DataFrame(rows, columns=["notebook", *Claim.__dataclass_fields__])
 
 

@@ -37,13 +37,15 @@ PARAMETERS = textwrap.dedent(
 )
 
 
-def notebook_md(*cells: str, parameters: str = PARAMETERS, extra_parameters: str = "", title: str = "A test notebook") -> str:
-    """A MyST notebook: the header, a title, the parameters cell (plus extra lines), then the cells.
+def notebook_md(*cells: str, parameters: str = PARAMETERS, extra_parameters: str = "", title: str = "A test notebook",
+                intro: str = "") -> str:
+    """A MyST notebook: the header, a title, ``intro`` (Markdown), the parameters cell (plus extra lines),
+    then the cells.
 
     A cell is code, or a ``(tags, code)`` pair for a tagged code cell, or Markdown when it starts with
     ``"md:"``.
     """
-    text = HEADER + f"\n# {title}\n\n" + parameters + extra_parameters + "```\n"
+    text = HEADER + f"\n# {title}\n\n" + (intro.strip() + "\n\n" if intro else "") + parameters + extra_parameters + "```\n"
     for cell in cells:
         if isinstance(cell, str) and cell.startswith("md:"):
             text += "\n" + textwrap.dedent(cell[3:]).strip() + "\n"

@@ -11,9 +11,9 @@ The copy staged for the site (:func:`for_site`) differs in two ways:
 - **No local paths.** Every string of the notebook (cell sources, outputs, tracebacks and warnings,
   papermill's metadata) has the absolute folders of the build machine replaced by placeholders: each
   path-valued parameter the notebook ran with (``<OUTPUT_DIR>``, ``<RESULTS_DIR>``, ``<LFW_ROOT>``,
-  ``<DATA_ROOT>``), the build folder (``<build>``), the repository (``<repo>``), the run cache
-  (``<cache>``), the Python installation (``<python>``), the temp folder (``<tmp>``) and the home folder
-  (``~``), longest first, so that ``/home/me/dbrepro/.venv/lib/...`` reads ``<repo>/.venv/lib/...``. A
+  ``<DATA_ROOT>``), the build folder (``<build>``), the repository of this package (``<repo>``; a book
+  kept elsewhere is ``<book>``), the run cache (``<cache>``), the Python installation (``<python>``), the
+  temp folder (``<tmp>``) and the home folder (``~``), longest first, so that ``/home/me/dbrepro/.venv/lib/...`` reads ``<repo>/.venv/lib/...``. A
   warning or traceback therefore still says which file it comes from, relative to a folder every reader has.
 
 Chapters should still not print paths: a sentence reads better than a placeholder.
@@ -37,16 +37,21 @@ _PATH_START = r"(?P<pre>\x1b\[[0-9;]*m|(?<![\w.~/-]))"
 _PATH_END = r"(?=$|[/\\\s'\"`:;,()\[\]{}<>|=\x1b])"
 
 
-def machine_paths(build_dir: Path, repo_root: Path, parameters: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+#: The repository this package runs from (``<repo>``; a book elsewhere is ``<book>``).
+PACKAGE_REPO = Path(__file__).resolve().parents[2]
+
+
+def machine_paths(build_dir: Path, book_root: Path, parameters: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """``(absolute folder, placeholder)`` pairs for :func:`scrub`, the most specific first.
 
-    Each folder is given as written and resolved (symlinks followed), when they differ.
+    ``book_root`` is the folder holding the book's ``notebooks/`` (the repository, for this book). Each
+    folder is given as written and resolved (symlinks followed), when they differ.
     """
     named: list[tuple[Any, str]] = []
     for key, value in (parameters or {}).items():
         if isinstance(value, str) and os.path.isabs(value):
             named.append((value, f"<{key}>"))
-    named += [(build_dir, "<build>"), (repo_root, "<repo>"), (cache_root(), "<cache>"),
+    named += [(build_dir, "<build>"), (PACKAGE_REPO, "<repo>"), (book_root, "<book>"), (cache_root(), "<cache>"),
               (sys.prefix, "<python>"), (sys.base_prefix, "<python>"), (tempfile.gettempdir(), "<tmp>"),
               (Path.home(), "~")]
     pairs: dict[str, str] = {}
@@ -86,13 +91,13 @@ def hide_parameters_cell(nb: Any) -> None:
             cell.setdefault("metadata", {})["tags"] = [*tags, "hide-input"]
 
 
-def for_site(nb: Any, build_dir: Path, repo_root: Path) -> Any:
+def for_site(nb: Any, build_dir: Path, book_root: Path) -> Any:
     """A copy of an executed notebook (an nbformat notebook or its JSON dict) ready for the site."""
     import nbformat
 
     data = copy.deepcopy(dict(nb))
     parameters = data.get("metadata", {}).get("papermill", {}).get("parameters", {})
-    data = scrub(data, machine_paths(Path(build_dir), Path(repo_root), parameters))
+    data = scrub(data, machine_paths(Path(build_dir), Path(book_root), parameters))
     out = nbformat.from_dict(data)
     hide_parameters_cell(out)
     return out

@@ -170,10 +170,9 @@ def build(
     shutil.copytree(book_dir, layout.site_src, ignore=shutil.ignore_patterns("_build", ".*", "__pycache__"))
     import nbformat
 
-    repo_root = notebooks_dir.parent
     for name in order:
         nb = nbformat.read(layout.executed(name), as_version=4)
-        nbformat.write(for_site(nb, layout.build_dir, repo_root), layout.site_src / f"{name}.ipynb")
+        nbformat.write(for_site(nb, layout.build_dir, notebooks_dir.parent), layout.site_src / f"{name}.ipynb")
     status.setdefault("profile", profile)
     atomic_write_text(layout.site_src / "status.md", status_markdown(status, order))
     # html_extra_path (see _config.yml), not _static: Jupyter Book 1 adds every .js under _static to every page
