@@ -10,25 +10,34 @@ The pipeline (``python -m dbrepro.book --help``)::
 ``run``
     Executes the notebooks one at a time in the order of ``book/_toc.yml`` (the scorecard last), each in
     its own kernel running *this* interpreter (``sys.executable``), with ``cwd = notebooks/``. A notebook
-    receives only the parameters its ``parameters`` cell declares (papermill's inspection): ``PROFILE``,
-    ``OUTPUT_DIR``, ``RESULTS_DIR`` (the scorecard), data paths from environment variables
-    (:data:`DATA_PATH_ENV`) and ``--param KEY=VALUE``. Outputs are written through a temp file and a rename;
-    a failing notebook leaves neither its executed notebook nor its results folder behind. Timings and the
-    environment go to ``<build>/<profile>/status.json``.
+    receives only the parameters its ``parameters`` cell declares (papermill's inspection), typed like
+    their defaults: ``PROFILE`` (from ``--profile`` only), ``OUTPUT_DIR``, ``RESULTS_DIR`` (the scorecard),
+    data paths from environment variables (:data:`DATA_PATH_ENV`) and ``--param KEY=VALUE``. While a
+    notebook runs, the executor prints the cell being executed and the lines the kernel reports through
+    :mod:`dbrepro.progress`. Outputs are staged and committed by rename when complete: a failed or
+    interrupted notebook keeps its previous outputs. ``<build>/<profile>/status.json`` mirrors the disk
+    (which run's outputs are there, each chapter's last cold and cached time, the environment). SIGINT and
+    SIGTERM stop the run with one line.
 ``build``
-    Stages ``book/*``, the executed notebooks, a generated ``status.md`` and the vendored MathJax into
-    ``<build>/<profile>/site-src/`` and runs ``jupyter-book build`` on it (Jupyter Book 1, execution off).
+    Stages ``book/*``, the executed notebooks as the site shows them (parameters folded, the build
+    machine's folders replaced by placeholders: :mod:`.publish`), a generated ``status.md`` and the
+    vendored MathJax into ``<build>/<profile>/site-src/`` and runs ``jupyter-book build`` on it (Jupyter
+    Book 1, execution off).
 ``check``
-    Serves the site on localhost, renders a page with math and a figure in headless Chromium with every
-    other host unresolvable, and verifies that MathJax typeset the math (``mjx-container`` elements), the
-    figure loaded, no request failed, and no built page or stylesheet loads an http(s) resource.
+    Serves the site on localhost, renders pages in headless Chromium at 1,300 px with every other host
+    unresolvable, and verifies that MathJax typeset the math (``mjx-container`` elements), the figures
+    loaded, no request failed, nothing is wider than the text column, and no built page or stylesheet
+    loads an http(s) resource.
 
 Directories are parameters (``--notebooks``, ``--book``, ``--build-dir``), so tests run the executor on a
 temporary book. Everything a user sees on failure is one line naming the notebook (and cell) and the error.
 
-Modules: :mod:`.toc` (the table of contents and the parameters-cell rule), :mod:`.execute` (``run``),
-:mod:`.site` (``build``), :mod:`.offline` (``check``), :mod:`.banner` (the smoke banner notebooks show),
-:mod:`.layout` (where build products live), :mod:`.cli` (the command line).
+Modules: :mod:`.toc` (the table of contents and the parameters-cell rule), :mod:`.params` (what a notebook
+receives), :mod:`.execute` (one notebook), :mod:`.runner` (``run``: staging, commits, signals, the lock),
+:mod:`.console` (progress lines), :mod:`.status` (``status.json``), :mod:`.environment` (the machine's
+facts), :mod:`.publish` (a notebook as the site shows it), :mod:`.site` (``build``), :mod:`.offline`
+(``check``), :mod:`.banner` (the smoke banner notebooks show), :mod:`.layout` (where build products live),
+:mod:`.cli` (the command line).
 """
 
 from .banner import Banner, banner
