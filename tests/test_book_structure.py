@@ -21,6 +21,7 @@ from book_helpers import HEADER, PARAMETERS, ROOT, notebook_md, run_cli, write_b
 
 from dbrepro import book
 from dbrepro.book import BookError
+from dbrepro.config import PROFILE_NAMES
 
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
@@ -254,7 +255,7 @@ def test_unknown_profile_is_one_line_and_exit_2():
     result = run_cli("run", "--profile", "gpu-huge")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown profile 'gpu-huge': choose one of smoke, cpu, paper"
+        f"error: unknown profile 'gpu-huge': choose one of {', '.join(PROFILE_NAMES)}"
     ]
 
 

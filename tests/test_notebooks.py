@@ -12,7 +12,9 @@ fresh one would compute, and CI reruns skip training they have already done. Del
 The LFW chapter reads ``DBREPRO_LFW``; when it is unset and a development copy exists at
 ``../shared/data`` beside the repository, that copy is used.
 
-The site check needs the vendored MathJax (``make mathjax``) and Chromium (``make browser``). Without
+The site must show no folder of the build machine, and its scorecard and first page with math and a
+figure must fit the text column of a 1,300-px window (``dbrepro.book check``). The site check needs the
+vendored MathJax (``make mathjax``) and Chromium (``make browser``). Without
 them these tests fail in CI (``CI=true``) and are skipped elsewhere, saying which make target to run.
 """
 
@@ -28,6 +30,7 @@ import nbformat
 import pytest
 
 from dbrepro import book
+from dbrepro.paths import cache_root
 from dbrepro.results import VERDICTS
 
 pytestmark = pytest.mark.notebooks
@@ -104,6 +107,10 @@ def test_status_records_every_notebook(smoke_build):
     assert status["profile"] == "smoke"
     assert {n: s["status"] for n, s in status["notebooks"].items()} == {n: "ok" for n in ORDER}
     assert status["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    for name, entry in status["notebooks"].items():  # the outputs on disk, and this run as cold or cached
+        executed = json.loads((smoke_build / "smoke" / "notebooks" / f"{name}.ipynb").read_text())
+        assert entry["outputs"]["run"] == executed["metadata"]["dbrepro"]["run"], name
+        assert ("cold" if entry["outputs"]["computed"] else "cached") in entry, name
 
 
 def test_book_builds_with_warnings_as_errors(smoke_site):
@@ -116,10 +123,16 @@ def test_book_builds_with_warnings_as_errors(smoke_site):
     assert (smoke_site / "_static" / "mathjax" / book.MATHJAX_ENTRY).is_file()
 
 
+def test_site_shows_no_path_of_the_build_machine(smoke_site, smoke_build):
+    folders = [smoke_build, ROOT, Path.home(), cache_root(), ROOT.parent / "shared" / "data"]
+    assert book.leaked_paths(smoke_site, folders) == []
+
+
 def test_site_renders_offline_in_chromium(smoke_site, smoke_build):
     if not book.find_chromium():
         missing("Chromium is not installed", "browser")
     result = dbrepro_book("check", "--profile", "smoke", "--build-dir", str(smoke_build), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "math elements typeset" in result.stdout
+    assert "checked scorecard.html offline at 1300 px" in result.stdout  # the scorecard fits the column
     assert list((smoke_build / "smoke" / "check").glob("*.png"))

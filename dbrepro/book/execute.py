@@ -105,14 +105,13 @@ def execute_notebook(
     *,
     on_cell: CellHook | None = None,
     env: Mapping[str, str] | None = None,
-    record: dict[str, Any] | None = None,
     display_root: Path | None = None,
 ) -> Any:
     """Execute one notebook with papermill; write it to ``output_path`` atomically (when given); return it.
 
-    ``on_cell`` is called as each code cell starts; ``env`` is set for the kernel; ``record`` goes into the
-    executed notebook's ``metadata.dbrepro``. papermill's ``input_path`` / ``output_path`` metadata are
-    written relative to ``display_root`` when they lie inside it. Raises :class:`NotebookFailed` naming
+    ``on_cell`` is called as each code cell starts; ``env`` is set for the kernel. papermill's
+    ``input_path`` / ``output_path`` metadata are written relative to ``display_root`` when they lie
+    inside it. Raises :class:`NotebookFailed` naming
     the failing cell (its number among the code cells, its line in the ``.md``, its first line) and the
     exception. Nothing is written on failure.
     """
@@ -156,8 +155,6 @@ def execute_notebook(
     executed.metadata.setdefault("papermill", {})
     executed.metadata.papermill["input_path"] = where
     executed.metadata.papermill["output_path"] = _shown_path(output_path, display_root) if output_path else None
-    if record is not None:
-        executed.metadata["dbrepro"] = record
     if output_path is not None:
         atomic_write_text(output_path, nbformat.writes(executed))
     return executed

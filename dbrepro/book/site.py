@@ -184,7 +184,11 @@ def build(
            "build", str(layout.site_src), "--path-output", str(tmp_out), "--builder", "html"]
     if warnings_as_errors:
         cmd += ["-W", "--keep-going"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    except BaseException:  # interrupted (SIGINT, SIGTERM): subprocess.run has stopped jupyter-book
+        remove(tmp_out)
+        raise
     log = result.stdout + result.stderr
     warnings = [ln for ln in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", ln)]
     for ln in warnings:
