@@ -123,7 +123,7 @@ class Results:
         if any(c.id == id for c in self.claims):
             raise ValueError(f"claim id {id!r} recorded twice in {self.notebook}")
         c = Claim(id=id, claim=claim, paper=str(paper), ours=str(ours), verdict=verdict, section=section, note=note,
-                  needs=list(needs), kind=kind)
+                  needs=needs if isinstance(needs, str) else list(needs), kind=kind)  # a str is refused, not split
         self.claims.append(c)
         return c
 
