@@ -437,3 +437,19 @@ def test_kills_at_random_points_never_lose_or_mix_outputs(tmp_path):
         consistent_pair(smoke, name)
     assert_status_describes_disk(smoke, names)
     assert not (smoke / ".staging").exists() and not [p for p in tmp.iterdir() if p.name.startswith("dbrepro-")]
+
+
+def test_a_second_executor_on_the_same_build_folder_is_refused(tmp_path):
+    from dbrepro.book.runner import BuildLock
+
+    nb_dir, toc = small_book(tmp_path, a=nonce_notebook("a"))
+    build = tmp_path / "_build"
+    lock = BuildLock(build / "smoke" / ".staging").acquire()
+    try:
+        result = cli_run(nb_dir, toc, build)
+    finally:
+        lock.release()
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: another executor (pid {os.getpid()}) is running in {build / 'smoke'}; wait for it or stop it"]
+    assert not (build / "smoke" / ".staging").exists()  # released: the lock and its folder are gone
