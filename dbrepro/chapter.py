@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from . import recipes
@@ -26,13 +27,24 @@ from .banner import Banner, banner
 from .config import Profile, get_profile, resolve_device
 from .data import sources
 from .data.sources import DataSource
-from .results import Results, compare, fmt_pm, verdict_all
+from .results import Results, compare, compare_intervals, fmt_pm, verdict_all
 
 #: the verification suites of the papers' average column (DB Tables 2 and 6), in the order the papers print
 HARD_SUITES = ("lfw", "calfw", "cplfw", "agedb")
 #: how the papers name the benchmarks our suites stand in for
 SUITE_TITLES = {"lfw": "LFW", "calfw": "CALFW", "cplfw": "CPLFW", "agedb": "AgeDB", "rfw": "RFW", "afw": "AFW",
                 "blufr": "BLUFR", "megaface": "MegaFace", "cfp_fp": "CFP-FP"}
+
+
+@dataclass
+class Comparison:
+    """The verdict of "A beats B" (or "A is below B") with the numbers and the error bar it rests on."""
+
+    verdict: str
+    #: our numbers, as a claim's "ours" column shows them
+    ours: str
+    #: which error bar decided the verdict
+    error_bar: str
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Chapter:
 
     def config(self, recipe: str, **kw: Any):
         """The config of ``recipe`` (:data:`dbrepro.recipes.RECIPES`) on the chapter's data and profile."""
+        if recipe == "db" and "k" not in kw:
+            kw["num_classes"] = self.num_classes
         return recipes.RECIPES[recipe](self.profile, data=kw.pop("data", self.data.train_spec), **kw)
 
     def train(self, cfg: Any, label: str | None = None):
@@ -89,8 +103,59 @@ class Chapter:
 
         return run_grid(cells, suites, device=str(self.device), num_workers=self.profile.num_workers, **kw)
 
-    def claim(self, id: str, claim: str, paper: Any, ours: Any, verdict: str, **kw: Any):
-        """Record a checked claim (see :meth:`dbrepro.results.Results.claim`)."""
+    def compare(self, table: Any, a: dict[str, Any], b: dict[str, Any], suites: dict[str, Any],
+                expect: str = "greater", names: tuple[str, str] | None = None) -> Comparison:
+        """Is configuration ``a`` above (``expect="greater"``) or below (``"less"``) ``b`` on the mean accuracy
+        over ``suites``? ``a`` and ``b`` select rows of a grid ``table`` (e.g. ``{"method": "RBM"}``).
+
+        With two or more training seeds on each side: mean ± std over seeds of the per-seed average, judged
+        at two standard errors (:func:`dbrepro.results.compare`). With one run per side (the paper profile's
+        norm): a paired bootstrap over the test pairs of the two models (95 %,
+        :func:`dbrepro.eval.paired_bootstrap`). ``Comparison.error_bar`` says which.
+        """
+        names = names or (", ".join(map(str, a.values())), ", ".join(map(str, b.values())))
+        rows = [_select(table, where).query("suite in @suites_", local_dict={"suites_": list(suites)})
+                for where in (a, b)]
+        for where, r in zip((a, b), rows):
+            if r.empty:
+                raise ValueError(f"no rows of the table match {where} on suites {list(suites)}")
+        per_seed = [r.groupby("seed")["accuracy"].mean().to_dict() for r in rows]
+        if min(len(v) for v in per_seed) >= 2:
+            va, vb = (list(v.values()) for v in per_seed)
+            return Comparison(compare(va, vb, expect), f"{names[0]} {fmt_pm(va)} vs {names[1]} {fmt_pm(vb)}",
+                              f"mean ± std over {len(va)} training seeds; two standard errors")
+        correct = [[], []]
+        for side, r in enumerate(rows):
+            if r["run"].nunique() != 1:
+                raise ValueError(f"{(a, b)[side]}: a single-run comparison needs one run per side, got "
+                                 f"{r['run'].nunique()}")
+            correct[side] = self._held_out_correct(r["run"].iloc[0], suites)
+        from .eval import paired_bootstrap
+
+        boot = paired_bootstrap(*correct)
+        means = [100 * float(np.mean([c.mean() for c in side])) for side in correct]
+        ours = (f"{names[0]} {means[0]:.2f} vs {names[1]} {means[1]:.2f}: {100 * boot['difference']:+.2f} points, "
+                f"95% interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}]")
+        return Comparison(compare_intervals(boot["low"], boot["high"], expect), ours,
+                          f"one training run each; 95% paired bootstrap over {boot['pairs']:,} test pairs")
+
+    def _held_out_correct(self, run_key: str, suites: dict[str, Any]) -> list[np.ndarray]:
+        from . import experiments
+        from .eval import held_out_correct
+        from .runs import find_run
+
+        results = experiments.evaluate(find_run(run_key), suites, device=self.device)
+        return [held_out_correct(results[n]["scores"], s.issame, s.folds) for n, s in suites.items()]
+
+    def claim(self, id: str, claim: str, paper: Any, ours: Any = None, verdict: str | None = None, *,
+              comparison: Comparison | None = None, **kw: Any):
+        """Record a checked claim (see :meth:`dbrepro.results.Results.claim`); with ``comparison``, its
+        numbers, verdict and error bar (as the note) are used."""
+        if comparison is not None:
+            ours, verdict = comparison.ours, comparison.verdict
+            kw["note"] = "; ".join(filter(None, [kw.get("note", ""), f"error bar: {comparison.error_bar}"]))
+        if ours is None or verdict is None:
+            raise ValueError(f"claim {id!r}: give ours and verdict, or a comparison")
         return self.results.claim(id, claim, paper, ours, verdict, **kw)
 
     def add(self, name: str, value: Any) -> Any:
@@ -129,6 +194,13 @@ def setup(name: str, profile: str | Profile, *, seed: int = 0, device: str = "au
 
 
 # -- helpers several chapters share -----------------------------------------------------------------------
+
+def _select(table: Any, where: dict[str, Any]) -> Any:
+    mask = np.ones(len(table), dtype=bool)
+    for k, v in where.items():
+        mask &= (table[k] == v).to_numpy()
+    return table[mask]
+
 
 def seed_values(table: Any, metric: str = "accuracy", **where: Any) -> list[float]:
     """``metric`` of the grid rows matching ``where``, one value per seed in seed order."""

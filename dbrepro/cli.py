@@ -6,6 +6,7 @@
     dbrepro runs list | dbrepro runs clean --damaged             # states: new partial complete failed damaged stale
     dbrepro export --run 3f2a model.onnx
     dbrepro world --profile cpu                                  # render/cache the synthetic world, summarise it
+    dbrepro rehearsal _build/rehearsal-data                      # a tiny InsightFace folder for PROFILE=rehearsal
     dbrepro book run --profile cpu | dbrepro book build | dbrepro book check
 
 Under ``torchrun --nproc_per_node N -m dbrepro train ...`` training is distributed (DDP).
@@ -65,11 +66,46 @@ def _config_from_args(args: argparse.Namespace):
         kw: dict[str, Any] = {"seed": args.seed}
         if args.split:
             kw["split"] = args.split
-        base = RECIPES[args.recipe](args.profile, **kw).to_dict()
+        if args.large_backbone:
+            from .config import get_profile
+
+            kw["backbone"] = get_profile(args.profile).backbone_large
+        num_classes = None
+        if args.data:
+            from .data import sources
+
+            source = sources.insightface(args.data, args.dataset, image_size=get_profile_image_size(args.profile))
+            kw["data"] = source.train_spec
+            num_classes = source.num_classes if args.recipe == "db" else None
+        elif args.recipe == "db":
+            from .data import specs
+            from .recipes import world_data
+
+            num_classes = specs.world_for(world_data(args.profile)).train.num_classes
+        if num_classes is not None:
+            kw["num_classes"] = num_classes
+        try:
+            base = RECIPES[args.recipe](args.profile, **kw).to_dict()
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--recipe {args.recipe}: {e}")
     try:
         return TrainConfig.from_dict(_merge(base, _parse_set(args.set or [])))
     except (TypeError, ValueError) as e:
         raise SystemExit(f"invalid training config: {e}")
+
+
+def get_profile_image_size(profile: str) -> int:
+    from .config import get_profile
+
+    return get_profile(profile).image_size
+
+
+def cmd_rehearsal(args: argparse.Namespace) -> int:
+    from .data.rehearsal import write_folder
+
+    root = write_folder(args.folder, seed=args.seed)
+    print(f"rehearsal data in {root}: run PROFILE=rehearsal DBREPRO_CASIA={root} DBREPRO_MS1MV2={root} make book")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -241,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES, help="size profile (default cpu)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", help="a Range Loss split of the training data: A-0..A-4, B-0..B-3")
+    t.add_argument("--data", metavar="DIR", help="an InsightFace folder (train.rec, train.idx, property) to train on "
+                   "instead of the profile's synthetic world; required by the paper and rehearsal profiles")
+    t.add_argument("--dataset", default="casia", choices=("casia", "ms1mv2"), help="what --data holds (default casia)")
+    t.add_argument("--large-backbone", action="store_true",
+                   help="the profile's large backbone (IR-ResNet-50 at paper scale: DB Tables 4-7, Fig. 7)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lr=0.05 --set head_kwargs.s=30 (repeatable)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -284,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=cmd_world)
+
+    h = sub.add_parser("rehearsal", help="write the tiny InsightFace folder that PROFILE=rehearsal reads",
+                       description="Render the rehearsal world (the smoke world at 112 x 112) and write it as an "
+                                   "InsightFace folder: train.rec/.idx/property and the .bin packs every chapter "
+                                   "reads at paper scale. A complete folder is left as it is.")
+    h.add_argument("folder", help="where to write it (created)")
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=cmd_rehearsal)
 
     b = sub.add_parser("book", help="execute the notebooks / build the site / check it offline (see dbrepro book --help)",
                        add_help=False)

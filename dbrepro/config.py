@@ -9,6 +9,9 @@ Three profiles, read by the notebooks (through their ``PROFILE`` parameter) and 
 ``cpu`` (default)
     The book's published numbers: the default synthetic world, a small backbone,
     the whole book in at most 30 minutes on 2 CPU cores.
+``rehearsal``
+    The paper profile's code path on a tiny InsightFace folder written from the synthetic world
+    (``dbrepro rehearsal DIR``), on any CPU in minutes: what a GPU owner runs first.
 ``paper``
     The papers' settings on a GPU box: 112x112 crops, IR-ResNet-18/50 with 512-D
     embeddings, 15 epochs with lr 0.1 divided by 10 at epochs 5, 8 and 11, and real data
@@ -29,7 +32,7 @@ import torch
 
 from . import papers
 
-PROFILE_NAMES = ("smoke", "cpu", "paper")
+PROFILE_NAMES = ("smoke", "cpu", "paper", "rehearsal")
 DEFAULT_PROFILE = "cpu"
 
 
@@ -69,8 +72,12 @@ class Profile:
     world: dict[str, Any] = field(default_factory=dict)
     #: square input resolution in pixels
     image_size: int = papers.IMAGE_SIZE
-    #: backbone name for :func:`dbrepro.models.build_backbone`
+    #: backbone name for :func:`dbrepro.models.build_backbone`: IR-ResNet-18 (DB Tables 2-3, the RL chapters) ...
     backbone: str = "ir18"
+    #: ... and IR-ResNet-50 (DB Tables 4-7, Fig. 7)
+    backbone_large: str = "ir50"
+    #: constructor arguments of both backbones
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     embedding_size: int = papers.EMBEDDING_SIZE
     batch_size: int = papers.BATCH_SIZE
     epochs: int = papers.EPOCHS
@@ -80,8 +87,6 @@ class Profile:
     dfi_refresh_every: int = 1
     #: scale s of the normalised-softmax heads (CosFace, ArcFace, DBM) and of the DFI (DB Eq. 1)
     scale: float = papers.COSFACE_S
-    #: K nearest prototypes of the DFI (DB Eq. 1): 100 of CASIA-WebFace's 10,575 classes (~1 %)
-    dfi_k: int = papers.DB_K
     #: Range Loss P x K batches (16 x 16 in the paper)
     range_pk: tuple[int, int] = papers.RANGE_PK
     #: the Range Loss paper's comparison losses (joint with softmax): constructor kwargs + "weight".
@@ -110,12 +115,12 @@ PROFILES: dict[str, Profile] = {
         world={"preset": "smoke"},
         image_size=32,
         backbone="small",
+        backbone_large="small",
         embedding_size=64,
         batch_size=64,
         epochs=2,
         range_pk=(16, 4),
         scale=16.0,
-        dfi_k=1,
         numbers_meaningful=False,
     ),
     "cpu": Profile(
@@ -125,6 +130,7 @@ PROFILES: dict[str, Profile] = {
         # a small network on 32 px crops of the synthetic world, so that the book runs on 2 cores
         image_size=32,
         backbone="small",
+        backbone_large="small",
         embedding_size=128,
         # the cpu world has far fewer images than CASIA-WebFace: batches of 64 give the heads several
         # times the optimiser steps of batches of 256 at the same cost per image
@@ -134,17 +140,32 @@ PROFILES: dict[str, Profile] = {
         range_pk=(16, 4),
         # s = 64 is meant for 10k-85k classes and 512-D embeddings; db-02 argues s for this world
         scale=16.0,
-        # K ~ 1 % of the classes, as the paper's 100 of 10,575
-        dfi_k=6,
     ),
     "paper": Profile(
         name="paper",
         seeds=(0,),
-        world={"preset": "paper"},
         num_workers=8,
         # a DFI refresh over MS1MV2's 85,742 prototypes is a 85,742 x 85,742 cosine top-K; every 100
         # iterations keeps it a small share of a step (benchmarks/bench_dfi.py)
         dfi_refresh_every=100,
+        needs_data_path=True,
+    ),
+    # the paper profile's code path (InsightFace RecordIO and .bin packs, IR-ResNet at 112 px, DataLoader
+    # workers, the real-data branch of every chapter, AMP on CUDA) on a tiny folder that
+    # `dbrepro rehearsal DIR` writes from the synthetic world: minutes on a CPU, before days on GPUs
+    "rehearsal": Profile(
+        name="rehearsal",
+        seeds=(0,),
+        world={"preset": "rehearsal"},
+        # the IR-ResNets' code at a sixteenth of their widths, so that a CPU runs every chapter in minutes;
+        # `--param` nothing else: the rest is the paper profile's
+        backbone_kwargs={"widths": (8, 16, 32, 64)},
+        embedding_size=64,
+        batch_size=32,
+        epochs=2,
+        num_workers=2,
+        range_pk=(8, 4),
+        numbers_meaningful=False,
         needs_data_path=True,
     ),
 }

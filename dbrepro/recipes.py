@@ -32,6 +32,9 @@ def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, 
     from .data.synth import WORLD_VERSION
 
     p = get_profile(profile)
+    if p.needs_data_path:
+        raise ValueError(f"the {p.name} profile trains on real data, not a synthetic world: pass the data spec "
+                         "of its InsightFace folder (dbrepro.data.sources.insightface(...).train_spec) as data=")
     spec: dict[str, Any] = {"kind": "synth", "preset": p.world.get("preset", p.name), "seed": seed,
                             "world_version": WORLD_VERSION}
     overrides = {k: v for k, v in p.world.items() if k != "preset"}
@@ -51,8 +54,9 @@ def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: s
         data = world_data(p, split=split)
     elif split is not None:
         data = {**data, "split": split}
-    cfg = dict(data=data, backbone=p.backbone, embedding_size=p.embedding_size, image_size=p.image_size,
-               epochs=p.epochs, batch_size=p.batch_size, seed=seed)
+    cfg = dict(data=data, backbone=p.backbone, backbone_kwargs=dict(p.backbone_kwargs),
+               embedding_size=p.embedding_size, image_size=p.image_size, epochs=p.epochs, batch_size=p.batch_size,
+               seed=seed)
     cfg.update(changes)
     return TrainConfig(**cfg)
 
@@ -115,31 +119,39 @@ def scaled_k(paper_k: int, num_classes: int) -> int:
     return int(min(num_classes - 1, max(1, round(paper_k * num_classes / papers.CASIA_CLASSES))))
 
 
-def dfi_config(profile, k: int | None = None, every: int | None = None) -> DFIConfig:
-    """The DFI of the profile: its K and refresh period (``k`` and ``every`` override them), its scale s, the
+def dfi_k(num_classes: int) -> int:
+    """K of the DFI (DB Eq. 1) for a training set of ``num_classes``: the paper's K = 100 of CASIA-WebFace's
+    10,575 classes as the same share (:func:`scaled_k`). The one definition of K, for Tables 2 and 3 alike."""
+    return scaled_k(papers.DB_K, num_classes)
+
+
+def dfi_config(profile, k: int, every: int | None = None) -> DFIConfig:
+    """The DFI with ``k`` neighbours, the profile's refresh period (``every`` overrides it) and scale s, and the
     paper's eps. Override ``every`` for a data set with many more classes than the profile's world."""
     p = get_profile(profile)
-    return DFIConfig(k=p.dfi_k if k is None else int(k), s=p.scale,
-                     every=p.dfi_refresh_every if every is None else int(every))
+    return DFIConfig(k=int(k), s=p.scale, every=p.dfi_refresh_every if every is None else int(every))
 
 
-def domain_balancing(profile, *, rbm: str | None = "soft", dbm: bool = True, k: int | None = None,
-                     dfi_every: int | None = None, **kw) -> TrainConfig:
+def domain_balancing(profile, *, num_classes: int | None = None, rbm: str | None = "soft", dbm: bool = True,
+                     k: int | None = None, dfi_every: int | None = None, **kw) -> TrainConfig:
     """The DB ablations of Table 2: RBM (soft gate or "ungated", w/o soft gate) and/or DBM on top of CosFace.
 
     ``rbm=None, dbm=False`` is the CosFace baseline; ``rbm="ungated"`` is "RBM (w/o sg)", f(x) = 1.
 
-    ``k=0`` ("without DFI", Table 3) is the CosFace baseline too: with no neighbours there is no
-    domain frequency to balance, and DB §4.4 says the model then "degenerates into the original
-    form without balancing representation and margin supplied by RBM and DBM" (Table 3's K = 0
-    column equals Table 2's baseline row). Both return exactly :func:`cosface`'s config, so they
-    share its run-cache entry.
-
-    ``k`` and ``dfi_every`` override the profile's K and DFI refresh period (:func:`dfi_config`).
+    ``k`` is the DFI's K; by default :func:`dfi_k` of ``num_classes`` (the training set's classes; one of the
+    two must be given). ``k=0`` ("without DFI", Table 3) is the CosFace baseline too: with no neighbours
+    there is no domain frequency to balance, and DB §4.4 says the model then "degenerates into the original
+    form without balancing representation and margin supplied by RBM and DBM" (Table 3's K = 0 column equals
+    Table 2's baseline row). Both return exactly :func:`cosface`'s config, so they share its run-cache entry.
+    ``dfi_every`` overrides the profile's DFI refresh period.
     """
     p = get_profile(profile)
     if (rbm is None and not dbm) or k == 0:
         return cosface(p, **kw)
+    if k is None:
+        if num_classes is None:
+            raise ValueError("domain_balancing: give k (the DFI's K) or num_classes (K = dfi_k(num_classes))")
+        k = dfi_k(num_classes)
     needs_dfi = dbm or rbm == "soft"
     return base(profile, head="dbm" if dbm else "cosface", head_kwargs={"s": p.scale}, rbm=rbm,
                 dfi=dfi_config(p, k, dfi_every) if needs_dfi else None, **kw)

@@ -4,8 +4,8 @@ import torch
 from dbrepro.config import PROFILES, get_profile, resolve_device, scaled_milestones
 
 
-def test_three_profiles_defined_once():
-    assert set(PROFILES) == {"smoke", "cpu", "paper"}
+def test_profiles_defined_once():
+    assert set(PROFILES) == {"smoke", "cpu", "paper", "rehearsal"}
     assert get_profile("cpu") is PROFILES["cpu"]
     assert get_profile("CPU") is PROFILES["cpu"]
 
@@ -39,3 +39,10 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+
+
+def test_rehearsal_is_the_paper_path_made_small():
+    paper, rehearsal = get_profile("paper"), get_profile("rehearsal")
+    assert rehearsal.needs_data_path and paper.needs_data_path  # both read an InsightFace folder
+    assert (rehearsal.image_size, rehearsal.backbone, rehearsal.backbone_large) == (112, "ir18", "ir50")
+    assert rehearsal.num_workers > 0 and not rehearsal.numbers_meaningful

@@ -69,7 +69,7 @@ def test_cpu_world_premises():
         dom = domain_accuracy(world, res)
         frequent.append(dom["accuracy"].iloc[0])
         rarest.append(dom["accuracy"].iloc[-1])
-        rho.append(compactness_vs_domain(experiments.load(run).objective.head.weight, world, k=profile.dfi_k,
+        rho.append(compactness_vs_domain(experiments.load(run).objective.head.weight, world, k=recipes.dfi_k(world.train.num_classes),
                                          s=profile.scale)["rho_domain"])
     assert 0.80 <= np.mean(lfw) <= 0.97
     assert np.mean(frequent) - np.mean(rarest) >= 0.02

@@ -22,26 +22,49 @@ def test_world_data_carries_the_world_version_into_the_run_key():
     assert new_key != old_key  # a run on an older world is never served for the current one
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+#: a real-data spec for the profiles that train on the user's data (nothing is read to build a config)
+REAL = {"kind": "recordio", "root": "/data/faces_webface_112x112", "image_size": 112}
+
+
+def data_for(profile):
+    return {"data": REAL} if get_profile(profile).needs_data_path else {}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "rehearsal"])
 def test_domain_balancing_without_dfi_is_the_cosface_baseline(profile):
     """DB §4.4 / Table 3: K = 0 degenerates to CosFace, so it shares the baseline's cache entry."""
-    baseline = recipes.cosface(profile, seed=3)
-    assert recipes.domain_balancing(profile, k=0, seed=3).key() == baseline.key()
-    assert recipes.domain_balancing(profile, rbm=None, dbm=False, seed=3).key() == baseline.key()
-    full = recipes.domain_balancing(profile, seed=3)
+    d = data_for(profile)
+    baseline = recipes.cosface(profile, seed=3, **d)
+    assert recipes.domain_balancing(profile, k=0, seed=3, **d).key() == baseline.key()
+    assert recipes.domain_balancing(profile, rbm=None, dbm=False, seed=3, **d).key() == baseline.key()
+    full = recipes.domain_balancing(profile, num_classes=10_575, seed=3, **d)
     assert full.key() != baseline.key()
     assert full.head == "dbm" and full.rbm == "soft"
-    assert full.dfi.k == get_profile(profile).dfi_k and full.dfi.eps == papers.DB_EPS
+    assert full.dfi.k == 100 and full.dfi.eps == papers.DB_EPS  # the paper's K on CASIA-WebFace's classes
     assert full.dfi.every == get_profile(profile).dfi_refresh_every
-    custom = recipes.domain_balancing(profile, k=7, dfi_every=25, seed=3)
+    custom = recipes.domain_balancing(profile, k=7, dfi_every=25, seed=3, **d)
     assert (custom.dfi.k, custom.dfi.every) == (7, 25) and custom.key() != full.key()
+    with pytest.raises(ValueError, match="give k"):
+        recipes.domain_balancing(profile, seed=3, **d)
+
+
+def test_one_definition_of_k():
+    """DB Tables 2 and 3 both use K = the paper's 100 of 10,575 classes as a share of the training classes."""
+    assert recipes.dfi_k(10_575) == 100 and recipes.dfi_k(85_742) == 811 and recipes.dfi_k(600) == 6
+    assert recipes.dfi_k(40) == 1
+
+
+def test_real_data_profiles_never_fall_back_to_a_synthetic_world():
+    for profile in ("paper", "rehearsal"):
+        with pytest.raises(ValueError, match="trains on real data"):
+            recipes.cosface(profile)
 
 
 def test_db_ablation_rows_differ_only_where_table_2_says():
     rows = {
-        "rbm w/o sg": recipes.domain_balancing("smoke", rbm="ungated", dbm=False),
-        "rbm": recipes.domain_balancing("smoke", rbm="soft", dbm=False),
-        "dbm": recipes.domain_balancing("smoke", rbm=None, dbm=True),
+        "rbm w/o sg": recipes.domain_balancing("smoke", rbm="ungated", dbm=False, k=1),
+        "rbm": recipes.domain_balancing("smoke", rbm="soft", dbm=False, k=1),
+        "dbm": recipes.domain_balancing("smoke", rbm=None, dbm=True, k=1),
     }
     assert rows["rbm w/o sg"].dfi is None  # f(x) = 1 needs no DFI
     assert rows["rbm"].head == "cosface" and rows["rbm"].dfi is not None
@@ -50,8 +73,8 @@ def test_db_ablation_rows_differ_only_where_table_2_says():
 
 
 def test_range_loss_recipe_uses_identity_balanced_batches_of_the_profile():
-    for profile in ("smoke", "cpu", "paper"):
-        cfg = recipes.range_loss(profile)
+    for profile in ("smoke", "cpu", "paper", "rehearsal"):
+        cfg = recipes.range_loss(profile, **data_for(profile))
         p, k = get_profile(profile).range_pk
         assert cfg.sampler == "pk" and tuple(cfg.pk) == (p, k) and cfg.batch_size == p * k
         assert cfg.terms["range"]["intra_weight"] == 5e-5 and cfg.terms["range"]["inter_weight"] == 1e-4

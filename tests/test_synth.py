@@ -126,7 +126,7 @@ def test_cpu_preset_sizes_fit_the_budget():
     assert n_blufr * (n_blufr - 1) // 2 - matched >= 10**5  # TAR at FAR = 1e-4 is measurable
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "rehearsal"])
 def test_domain_frequencies_are_long_tailed(profile):
     counts = synth.domain_counts(synth.world_config(profile))
     assert counts["identities"].sum() == synth.world_config(profile).num_identities

@@ -52,7 +52,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import FaceDataset, TensorFaces
+from .base import FaceDataset, IndexSubset, TensorFaces
 
 KINDS = ("synth", "recordio", "folder", "lfw")
 #: Kinds read from disk, whose specs are fingerprinted (:func:`with_fingerprint`).
@@ -225,9 +225,10 @@ def apply_split(data: FaceDataset, split: str, seed: int = 0, b_subset: float | 
         raise ValueError(f"split {split!r} is unknown: use A-0..A-4 or B-0..B-3 (Range Loss §3.1)")
     if split not in table:
         raise ValueError(f"split {split!r} is unknown: choose one of {', '.join(table)}")
-    if not isinstance(data, TensorFaces):
-        raise ValueError("splits of on-disk datasets are not supported yet: decode to a TensorFaces first")
-    return data.subset(table[split], name=f"{getattr(data, 'name', 'faces')} {split}")
+    name = f"{getattr(data, 'name', 'faces')} {split}"
+    if isinstance(data, TensorFaces):
+        return data.subset(table[split], name=name)
+    return IndexSubset(data, table[split], name=name)  # on disk: an index, nothing decoded
 
 
 def _path(spec: dict[str, Any], field: str) -> str:

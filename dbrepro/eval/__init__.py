@@ -27,7 +27,8 @@ from dbrepro.eval.roc import (
     tar_at_far,
 )
 from dbrepro.eval.suites import ALL_VS_ALL_FARS, IDENTIFICATION_FAR, OPEN_SET_FAR, evaluate, evaluate_suite
-from dbrepro.eval.verification import all_pair_scores, bootstrap_ci, contiguous_folds, pair_scores, verification
+from dbrepro.eval.verification import (all_pair_scores, bootstrap_ci, contiguous_folds, held_out_correct, paired_bootstrap,
+                                       pair_scores, verification)
 
 __all__ = [
     "ALL_VS_ALL_FARS",
@@ -42,6 +43,7 @@ __all__ = [
     "by_group",
     "contiguous_folds",
     "eer",
+    "held_out_correct",
     "embed",
     "embed_chunks",
     "ensure_embeddings",
@@ -60,6 +62,7 @@ __all__ = [
     "open_set_split",
     "operating_points",
     "pair_scores",
+    "paired_bootstrap",
     "roc_curve",
     "tar_at_far",
     "verification",

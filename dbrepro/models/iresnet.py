@@ -71,7 +71,7 @@ class IResNet(nn.Module):
     dropout
         Dropout probability before the FC (InsightFace's default is 0).
     widths
-        Channels of the four stages.
+        Channels of the four stages (the stem has the first stage's).
     """
 
     def __init__(
@@ -93,13 +93,14 @@ class IResNet(nn.Module):
         self.embedding_size = int(embedding_size)
         self.image_size = int(image_size)
 
+        stem = widths[0]  # 64 in InsightFace's IR-ResNets, as wide as the first stage
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.PReLU(64),
+            nn.Conv2d(3, stem, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.PReLU(stem),
         )
         stages = []
-        in_channels = 64
+        in_channels = stem
         for units, width in zip(units_per_stage, widths):
             blocks = [ImprovedResidualUnit(in_channels, width, stride=2)]
             blocks += [ImprovedResidualUnit(width, width) for _ in range(units - 1)]
@@ -129,11 +130,15 @@ class IResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def iresnet18(embedding_size: int = 512, image_size: int = 112, dropout: float = 0.0) -> IResNet:
-    """IR-ResNet-18: stages [2, 2, 2, 2]."""
-    return IResNet((2, 2, 2, 2), embedding_size=embedding_size, image_size=image_size, dropout=dropout)
+def iresnet18(embedding_size: int = 512, image_size: int = 112, dropout: float = 0.0,
+              widths: tuple[int, int, int, int] = (64, 128, 256, 512)) -> IResNet:
+    """IR-ResNet-18: stages [2, 2, 2, 2] (``widths``: narrower stages, e.g. for the CPU rehearsal)."""
+    return IResNet((2, 2, 2, 2), embedding_size=embedding_size, image_size=image_size, dropout=dropout,
+                   widths=tuple(widths))
 
 
-def iresnet50(embedding_size: int = 512, image_size: int = 112, dropout: float = 0.0) -> IResNet:
-    """IR-ResNet-50: stages [3, 4, 14, 3]."""
-    return IResNet((3, 4, 14, 3), embedding_size=embedding_size, image_size=image_size, dropout=dropout)
+def iresnet50(embedding_size: int = 512, image_size: int = 112, dropout: float = 0.0,
+              widths: tuple[int, int, int, int] = (64, 128, 256, 512)) -> IResNet:
+    """IR-ResNet-50: stages [3, 4, 14, 3] (``widths``: narrower stages, e.g. for the CPU rehearsal)."""
+    return IResNet((3, 4, 14, 3), embedding_size=embedding_size, image_size=image_size, dropout=dropout,
+                   widths=tuple(widths))

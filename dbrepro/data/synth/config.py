@@ -70,12 +70,15 @@ PRESETS: dict[str, WorldConfig] = {
         megaface_identities=20, megaface_images_per_identity=3, megaface_distractors=200,
     ),
     "cpu": WorldConfig(),
-    "paper": WorldConfig(
-        image_size=112, supersample=1, num_identities=2000, min_images=4, max_images=300,
-        lfw_pairs=6000, cplfw_pairs=6000, calfw_pairs=6000, agedb_pairs=6000,
-        rfw_pairs_per_group=6000, afw_pairs_per_band=6000,
-        blufr_identities=1000, blufr_images_per_identity=5,
-        megaface_identities=530, megaface_images_per_identity=6, megaface_distractors=1_000_000,
+    # the smoke world at the papers' 112 x 112, written as an InsightFace folder to rehearse the paper-scale
+    # path (dbrepro.data.rehearsal); the paper profile itself reads the user's data, never a synthetic world
+    "rehearsal": WorldConfig(
+        image_size=112, supersample=1,
+        num_identities=40, min_images=3, max_images=30,
+        lfw_pairs=200, cplfw_pairs=100, calfw_pairs=100, agedb_pairs=100,
+        rfw_pairs_per_group=60, afw_pairs_per_band=60,
+        blufr_identities=60, blufr_images_per_identity=3,
+        megaface_identities=20, megaface_images_per_identity=3, megaface_distractors=200,
     ),
 }
 
