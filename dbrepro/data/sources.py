@@ -73,6 +73,18 @@ class DataSource:
     def num_classes(self) -> int:
         return int(self.training_set().num_classes)
 
+    def images(self, indices: Any, name: str | None = None):
+        """The training images at ``indices`` decoded into memory, as a
+        :class:`~dbrepro.data.base.TensorFaces` (labels renumbered 0..C-1 among them); for samples of a few
+        thousand images (a t-SNE map, feature statistics), never a whole on-disk set."""
+        from .base import IndexSubset, TensorFaces
+
+        data = self.training_set()
+        indices = np.asarray(indices, dtype=np.int64)
+        if isinstance(data, TensorFaces):
+            return data.subset(indices, name=name)
+        return IndexSubset(data, indices, name=name).decode()
+
     def suites(self, names: Iterable[str]) -> dict[str, Any]:
         """The evaluation suites ``names`` that this data has (name -> suite, in the order asked).
 
