@@ -1,0 +1,47 @@
+"""Positive controls: each verdict from hand-made numbers, thresholds as the calibration chapter states them."""
+
+from dbrepro import controls
+
+
+def hist(*losses):
+    return [{"loss": v} for v in losses]
+
+
+def test_c1_needs_a_plateau_and_learning():
+    assert controls.convergence(hist(10, 5, 4.95))["plateau"]  # -1 %
+    assert not controls.convergence(hist(10, 5, 4.8))["plateau"]  # -4 %
+    assert not controls.convergence(hist(10, 9.9, 9.89))["learned"]  # a plateau at the starting loss
+    good = {"cosface": [hist(12, 4, 3.99)] * 3, "softmax": [hist(6, 1, 0.995)] * 3}
+    assert controls.c1_converged(good).verdict == "reproduced"
+    bad = {**good, "arcface": [hist(12, 7, 6.9)]}
+    c = controls.c1_converged(bad)
+    assert c.verdict == "not reproduced" and "arcface" in c.ours and "final/first loss 0.58" in c.ours
+
+
+def acc(lfw, calfw, cplfw, agedb, spread=0.001):
+    return {s: [v - spread, v, v + spread] for s, v in zip(("lfw", "calfw", "cplfw", "agedb"), (lfw, calfw, cplfw, agedb))}
+
+
+def test_c2_margins_beat_softmax_by_a_point_most_on_cross_pose():
+    table = {"Softmax": acc(0.95, 0.85, 0.70, 0.84), "CosFace": acc(0.96, 0.87, 0.76, 0.86),
+             "ArcFace": acc(0.96, 0.87, 0.75, 0.85)}
+    assert controls.c2_margins_help(table).verdict == "reproduced"
+    small = {**table, "ArcFace": acc(0.951, 0.851, 0.705, 0.841)}  # +0.2 points: below the threshold
+    assert controls.c2_margins_help(small).verdict == "not reproduced"
+    wrong_place = {**table, "CosFace": acc(0.99, 0.87, 0.71, 0.86)}  # the gain is on LFW, not cross-pose
+    assert controls.c2_margins_help(wrong_place).verdict == "not reproduced"
+
+
+def test_c3_every_method_orders_the_suites():
+    ok = {"Softmax": acc(0.95, 0.85, 0.70, 0.84), "CosFace": acc(0.96, 0.87, 0.76, 0.86)}
+    assert controls.c3_difficulty(ok).verdict == "reproduced"
+    swapped = {**ok, "CosFace": acc(0.96, 0.70, 0.76, 0.86)}  # CALFW below CPLFW
+    c = controls.c3_difficulty(swapped)
+    assert c.verdict == "not reproduced" and "CosFace: calfw" in c.ours
+
+
+def test_c4_and_c5():
+    assert controls.c4_rarity([0.08, 0.09, 0.07], [0.02, 0.01, 0.03]).verdict == "reproduced"
+    assert controls.c4_rarity([0.08, 0.09, 0.07], [0.06, 0.05, 0.07]).verdict == "not reproduced"  # 25 % removed
+    assert controls.c5_tail([0.90, 0.91, 0.905], [0.85, 0.86, 0.855]).verdict == "reproduced"
+    assert controls.c5_tail([0.85, 0.86, 0.855], [0.90, 0.91, 0.905]).verdict == "not reproduced"
