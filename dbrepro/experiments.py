@@ -131,7 +131,8 @@ def suite_digest(suite: PairSuite | AllVsAllSuite | IdentificationSuite) -> str:
     distractors = getattr(suite, "distractors", None)
     if distractors is not None:
         h.update(f"distractors:{len(distractors)}".encode())
-        first = distractors.render(0, min(4, len(distractors)))
+        held = getattr(distractors, "images", None)  # distractors held in memory are hashed whole
+        first = held if isinstance(held, torch.Tensor) else distractors.render(0, min(4, len(distractors)))
         h.update(first.numpy().tobytes())
     digest = h.hexdigest()[:16]
     object.__setattr__(suite, "_digest", digest)
