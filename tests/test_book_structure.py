@@ -285,6 +285,8 @@ def test_status_markdown_lists_cold_and_cached_times_and_environment():
     assert "| {doc}`b` | failed, 2.0 s<br>t2<br>(shows the outputs of t0) | 20.0 s<br>d1 | not measured |" in text
     assert "| {doc}`c` | not run | | |" in text
     assert "| **total** | | **320.0 s** | **1.2 s** |" in text
+    del status["notebooks"]["a"]["cached"]
+    assert "| **total** | | **320.0 s** | not measured |" in book.status_markdown(status, ["a", "b"])
     assert "| device | CPU only |" in text and "| torch | 2.14.1 |" in text
 
 

@@ -29,6 +29,7 @@ DEFAULT_EVERY = 5.0
 _TTY_EVERY = 0.1
 _INDENT = "    "
 _MAX_LINE = 160
+_MAX_CELL_LINE = 48  # of a cell's first line, so that the kernel's report fits beside it
 
 
 class NotebookProgress:
@@ -57,6 +58,8 @@ class NotebookProgress:
     def on_cell(self, number: int | None, total: int, where: str, first_line: str) -> None:
         """The kernel starts code cell ``number`` of ``total`` (None: papermill's injected parameters)."""
         label = f"cell {number}/{total}" if number else "injected parameters"
+        if len(first_line) > _MAX_CELL_LINE:
+            first_line = first_line[:_MAX_CELL_LINE - 1].rstrip() + "\u2026"
         with self.lock:
             self.cell = f"{label} ({where}) {first_line}".rstrip() if where else f"{label} {first_line}".rstrip()
             self.report = ""

@@ -49,6 +49,7 @@ def status_markdown(status: dict[str, Any], order: Sequence[str]) -> str:
     ]
     notebooks = status.get("notebooks", {})
     totals = {"cold": 0.0, "cached": 0.0}
+    counted = {"cold": 0, "cached": 0}
     for name in order:
         entry = notebooks.get(name)
         if entry is None:
@@ -63,11 +64,13 @@ def status_markdown(status: dict[str, Any], order: Sequence[str]) -> str:
             record = entry.get(kind)
             if record:
                 totals[kind] += float(record.get("seconds") or 0.0)
+                counted[kind] += 1
                 cells.append(f"{_seconds(record.get('seconds'))}<br>{record.get('date', '')}")
             else:
                 cells.append("not measured")
         lines.append(f"| {{doc}}`{name}` | {last} | {cells[0]} | {cells[1]} |")
-    lines += [f"| **total** | | **{_seconds(totals['cold'])}** | **{_seconds(totals['cached'])}** |",
+    total = {k: f"**{_seconds(totals[k])}**" if counted[k] else "not measured" for k in totals}
+    lines += [f"| **total** | | {total['cold']} | {total['cached']} |",
               "", "## Environment", ""]
     device = f"CUDA: {env.get('device')} (CUDA {env.get('cuda_version')})" if env.get("cuda") else "CPU only"
     cores = f"{env.get('cpu_cores_usable')} usable of {env.get('cpu_cores')}; torch threads {env.get('torch_threads')}"
