@@ -3,6 +3,7 @@
     dbrepro train --recipe cosface --profile cpu --seed 0        # train (or find in the run cache)
     dbrepro train --config my-run.yaml --set lr=0.05             # any TrainConfig, from a file
     dbrepro eval --run 3f2a --suites lfw,calfw --bin agedb_30.bin
+    dbrepro eval --run 3f2a --folder ~/lab-photos                # your photographs: 10-fold pairs + rank-1
     dbrepro runs list | dbrepro runs clean --damaged             # states: new partial complete failed damaged stale
     dbrepro export --run 3f2a model.onnx
     dbrepro world --profile cpu                                  # render/cache the synthetic world, summarise it
@@ -126,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _suites(run, names: str | None, bins: Sequence[str], lfw_pairs: str | None, lfw_root: str | None) -> dict:
+def _suites(run, names: str | None, bins: Sequence[str], lfw_pairs: str | None, lfw_root: str | None,
+            extra: dict | None = None) -> dict:
     from .data import specs
     from .data.formats import bin_suite, lfw_pair_suite
 
@@ -148,15 +150,57 @@ def _suites(run, names: str | None, bins: Sequence[str], lfw_pairs: str | None, 
         if not lfw_root:
             raise SystemExit("--lfw-pairs needs --lfw-root (the folder of LFW images)")
         suites[Path(lfw_pairs).stem] = lfw_pair_suite(lfw_pairs, lfw_root, image_size=image_size)
+    suites.update(extra or {})
     if not suites:
-        raise SystemExit("nothing to evaluate: give --suites, --bin or --lfw-pairs")
+        raise SystemExit("nothing to evaluate: give --suites, --bin, --lfw-pairs or --folder")
     return suites
 
 
-def _evaluate(run, names, bins, lfw_pairs, lfw_root, device, flip) -> int:
+def _crop(text: str) -> int | float:
+    """``--crop``: an integer (a centre square of that many source pixels) or a fraction of each side."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected source pixels (128) or a fraction of each side (0.6), got {text!r}")
+
+
+def _folder_suites(run, args: argparse.Namespace) -> dict:
+    """The verification and identification suites of ``--folder`` (dbrepro.eval.folder_protocol); drawn
+    pairs are written out (``--write-pairs``), ``--pairs`` reads them back instead."""
+    from .eval.folder_protocol import folder_protocol, pairs_text
+    from .paths import atomic_write_text
+
+    if not args.folder:
+        for flag in ("pairs", "write_pairs", "crop"):
+            if getattr(args, flag) is not None:
+                raise SystemExit(f"--{flag.replace('_', '-')} needs --folder (a folder of identity folders)")
+        return {}
+    if args.pairs and args.write_pairs:
+        raise SystemExit("--pairs reads the pairs from a file, --write-pairs writes drawn ones: give one of them")
+    protocol = folder_protocol(args.folder, image_size=run.config()["image_size"], crop=args.crop,
+                               pairs_file=args.pairs, max_pairs=args.max_pairs, seed=args.seed,
+                               num_workers=args.workers)
+    print(protocol.describe())
+    if not args.pairs:
+        target = Path(args.write_pairs or f"{protocol.folder.root.resolve().name}-pairs.txt")
+        text = pairs_text(protocol.pairs, protocol.folder)
+        if target.exists() and target.read_text() != text:
+            raise SystemExit(f"{target} exists and holds other pairs: reuse them with --pairs {target}, "
+                             "or write these elsewhere with --write-pairs FILE")
+        atomic_write_text(target, text)
+        print(f"pairs written to {target} (LFW pairs.txt format; --pairs {target} reuses them)")
+    return protocol.suites()
+
+
+def _evaluate(run, names, bins, lfw_pairs, lfw_root, device, flip, extra: dict | None = None) -> int:
     from . import experiments
 
-    results = experiments.evaluate(run, _suites(run, names, bins, lfw_pairs, lfw_root), device=device, flip=flip)
+    suites = _suites(run, names, bins, lfw_pairs, lfw_root, extra)
+    results = experiments.evaluate(run, suites, device=device, flip=flip)
     for name, r in results.items():
         summary = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None}
         print(f"{name}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
@@ -174,7 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run.require_complete()  # verified: a damaged run is refused, naming the file at fault
     except (FileNotFoundError, DamagedRunError) as e:
         raise SystemExit(str(e))
-    return _evaluate(run, args.suites, args.bin or [], args.lfw_pairs, args.lfw_root, args.device, args.flip)
+    folder = _folder_suites(run, args)
+    return _evaluate(run, args.suites, args.bin or [], args.lfw_pairs, args.lfw_root, args.device, args.flip, folder)
 
 
 def _describe_config(run) -> str:
@@ -292,13 +337,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a trained run on suites",
-                       description="Evaluate a complete run (results are cached in its folder).")
+    e = sub.add_parser(
+        "eval", help="evaluate a trained run on suites, .bin packs, LFW pairs or your own image folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a complete run (results are cached in its folder, keyed by the model and the data).\n\n"
+                    "--folder DIR: your own photographs, one sub-folder per person (JPEG, PNG, PGM; greyscale or\n"
+                    "colour; any size, resized to the model's input after an optional --crop). Two protocols:\n"
+                    "  verification  10 folds of matched + mismatched pairs drawn with --seed (LFW View 2: up to\n"
+                    "                --max-pairs, 6,000, as many as the folder allows); people with one image only\n"
+                    "                appear in mismatched pairs. The pairs are written in LFW's pairs.txt format\n"
+                    "                (--write-pairs, default ./<DIR name>-pairs.txt; image i = the i-th file of the\n"
+                    "                person's folder in name order); --pairs FILE reuses such a file, or LFW's own.\n"
+                    "  identification  rank-1: the first image of every person with two or more images is the\n"
+                    "                gallery, the others probes; people with one image are distractors.\n"
+                    "It needs at least 2 people with two or more images.\n\n"
+                    "  dbrepro eval --run 3f2a --folder ~/lab-photos --crop 0.8\n"
+                    "  dbrepro eval --run 9c1e --folder ~/lab-photos --pairs lab-photos-pairs.txt")
     e.add_argument("--run", required=True, help="run key or unambiguous prefix (see dbrepro runs list)")
     e.add_argument("--suites", help="comma-separated synthetic-world suites: lfw, cplfw, calfw, agedb, rfw, afw, blufr, megaface")
     e.add_argument("--bin", action="append", help="an InsightFace .bin verification pack (repeatable)")
     e.add_argument("--lfw-pairs", help="an LFW pairs file (pairs.txt or pairsDevTest.txt)")
     e.add_argument("--lfw-root", help="the LFW image folder for --lfw-pairs")
+    e.add_argument("--folder", metavar="DIR", help="a folder of identity folders (your photographs): 10-fold "
+                   "verification on pairs drawn from it and rank-1 identification (see above)")
+    e.add_argument("--pairs", metavar="FILE", help="--folder: read the pairs from this LFW-format file instead of "
+                   "drawing them (a file --write-pairs wrote, or LFW's pairs.txt)")
+    e.add_argument("--write-pairs", metavar="FILE", help="--folder: where to write the drawn pairs "
+                   "(default ./<DIR name>-pairs.txt; an existing file with other pairs is an error)")
+    e.add_argument("--max-pairs", type=int, default=6000,
+                   help="--folder: pairs to draw at most, 10 folds of half matched, half mismatched (default 6000)")
+    e.add_argument("--seed", type=int, default=0, help="--folder: seed of the pair draw (default 0)")
+    e.add_argument("--crop", type=_crop, help="--folder: centre crop before resizing, in source pixels (128) or "
+                   "as a fraction of each side (0.8)")
+    e.add_argument("--workers", type=int, default=0, help="--folder: threads decoding the images (default 0)")
     e.add_argument("--device", default="auto")
     e.add_argument("--flip", action="store_true", help="flip-augmented embeddings (InsightFace style)")
     e.set_defaults(func=cmd_eval)

@@ -313,3 +313,97 @@ def test_eval_of_a_missing_pairs_file_is_one_line(in_trained_cache, lfw_data, tm
     code = run_cli("eval", "--run", in_trained_cache.key, "--lfw-pairs", str(missing), "--lfw-root", str(lfw_data[0]))
     assert code == 2
     assert f"{missing}: pairs file not found" in capsys.readouterr().err
+
+
+# -- eval --folder: your own photographs -------------------------------------------------------------------
+
+def printed_results(lines: list[str]) -> dict[str, dict[str, str]]:
+    """``name: key=value, ...`` result lines -> {name: {key: value}}."""
+    out = {}
+    for line in lines:
+        name, _, fields = line.partition(": ")
+        out[name] = dict(field.split("=", 1) for field in fields.split(", "))
+    return out
+
+
+def test_eval_help_explains_the_folder_protocol(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    out = capsys.readouterr().out
+    for words in ("--folder DIR", "10 folds", "pairs.txt", "--pairs FILE", "rank-1", "distractors", "--crop"):
+        assert words in out
+
+
+def test_eval_on_a_folder_writes_its_pairs_and_reports_both_protocols(in_trained_cache, lfw_data, tmp_path,
+                                                                      monkeypatch, capsys):
+    from dbrepro.eval.folder_protocol import folder_protocol
+
+    run, lfw = in_trained_cache, lfw_data[0]
+    monkeypatch.chdir(tmp_path)
+    before = set(run.dir.glob("eval-*.json"))
+    assert run_cli("eval", "--run", run.key, "--folder", str(lfw), "--crop", "128", "--device", "cpu") == 0
+    described, written, *lines = capsys.readouterr().out.splitlines()
+    assert described.startswith(f"{lfw}: 25 images of 9 identities; 40 pairs in 10 folds of 2 matched + 2 mismatched")
+    assert written == "pairs written to lfw-pairs.txt (LFW pairs.txt format; --pairs lfw-pairs.txt reuses them)"
+    printed = printed_results(lines)
+    assert list(printed) == ["lfw (verification)", "lfw (identification)"]
+    assert printed["lfw (verification)"]["n_pairs"] == "40"
+    assert (printed["lfw (identification)"]["num_probes"], printed["lfw (identification)"]["num_distractors"]) == ("16", "1")
+    # the same numbers, computed here from the trained model and the folder
+    module, cfg = load_trained(run)
+    protocol = folder_protocol(lfw, image_size=cfg.image_size, crop=128)
+    pairs = evaluate_suite(module.model, protocol.verification, device="cpu")
+    ident = evaluate_suite(module.model, protocol.identification, device="cpu")
+    assert float(printed["lfw (verification)"]["accuracy"]) == pytest.approx(pairs["accuracy"], abs=5e-5)
+    assert float(printed["lfw (identification)"]["rank1"]) == pytest.approx(ident["rank1"], abs=5e-5)
+    assert len(set(run.dir.glob("eval-*.json")) - before) == 2  # cached next to the run
+    # reusing the written pairs: the same protocol, so the same cached results
+    cached = set(run.dir.glob("eval-*.json"))
+    assert run_cli("eval", "--run", run.key, "--folder", str(lfw), "--crop", "128", "--pairs", "lfw-pairs.txt") == 0
+    described, *again = capsys.readouterr().out.splitlines()
+    assert "(read from lfw-pairs.txt)" in described and printed_results(again) == printed
+    assert set(run.dir.glob("eval-*.json")) == cached
+    # drawing other pairs over the written file is refused; elsewhere it is fine
+    message = cli_exit_message("eval", "--run", run.key, "--folder", str(lfw), "--crop", "128", "--seed", "1")
+    assert message.startswith("lfw-pairs.txt exists and holds other pairs: reuse them with --pairs lfw-pairs.txt")
+    assert run_cli("eval", "--run", run.key, "--folder", str(lfw), "--crop", "128", "--seed", "1",
+                   "--write-pairs", "seed1.txt") == 0
+    assert (tmp_path / "seed1.txt").read_text() != (tmp_path / "lfw-pairs.txt").read_text()
+
+
+def test_eval_folder_options_need_a_folder_and_one_source_of_pairs(in_trained_cache, tmp_path):
+    run = in_trained_cache
+    assert cli_exit_message("eval", "--run", run.key, "--pairs", "p.txt") == "--pairs needs --folder (a folder of identity folders)"
+    assert cli_exit_message("eval", "--run", run.key, "--crop", "0.8", "--bin", "x.bin").startswith("--crop needs --folder")
+    message = cli_exit_message("eval", "--run", run.key, "--folder", str(tmp_path), "--pairs", "p.txt",
+                               "--write-pairs", "q.txt")
+    assert message == "--pairs reads the pairs from a file, --write-pairs writes drawn ones: give one of them"
+
+
+def test_eval_folder_errors_are_one_line_naming_the_folder(in_trained_cache, tmp_path, monkeypatch, capsys):
+    run = in_trained_cache
+    monkeypatch.chdir(tmp_path)
+    few = tmp_path / "few"
+    for name, count in (("alice", 3), ("bob", 1)):
+        (few / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8)).save(few / name / f"{i}.png")
+    assert run_cli("eval", "--run", run.key, "--folder", str(few)) == 2
+    assert capsys.readouterr().err.strip() == (f"dbrepro eval: {few}: 1 of 2 identities hold two or more images; "
+                                               "matched pairs and a gallery need at least 2 such identities (one "
+                                               "sub-folder per person, two or more images in each)")
+    for name in ("alice", "bob"):  # 5 images each: 20 matched pairs, enough for 10 folds
+        for i in range(3 if name == "alice" else 1, 5):
+            Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8)).save(few / name / f"{i}.png")
+    (few / "bob" / "4.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert run_cli("eval", "--run", run.key, "--folder", str(few)) == 2
+    assert f"dbrepro eval: {few / 'bob' / '4.png'}: cannot decode image" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*-pairs.txt"))
+
+
+def test_eval_folder_on_a_damaged_run_is_refused(trained, empty_cache, lfw_data):
+    copy = copy_of_trained_cache(trained, empty_cache)
+    with open(copy.model_path, "r+b") as f:
+        f.truncate(100)
+    message = cli_exit_message("eval", "--run", copy.key, "--folder", str(lfw_data[0]))
+    assert message.startswith(f"run {copy.key} is damaged: ") and "model.pt" in message

@@ -313,7 +313,7 @@ class FolderProtocol:
         source = f"read from {self.pairs_file}" if self.pairs_file else "drawn"
         return (f"{f.root}: {len(f)} images of {f.num_classes} identities; {len(self.pairs)} pairs in {FOLDS} folds "
                 f"of {self.pairs.per_fold} matched + {self.pairs.per_fold} mismatched ({source}); identification: "
-                f"{len(s.gallery)} gallery images, {len(s.probes)} probes, {len(s.distractors)} distractors")
+                f"{len(s.gallery)} gallery images, {len(s.probes)} probes, {len(s.distractors)} distractor(s)")
 
 
 def folder_protocol(
