@@ -1,6 +1,6 @@
 """The pinned environment is stated three times; these tests keep the statements in step.
 
-pyproject.toml (dependencies + the dev extra) is the source of truth; environment.yml (conda, for a GPU
+pyproject.toml (dependencies + the dev and lab extras) is the source of truth; environment.yml (conda, for a GPU
 box) must carry exactly the same pins, and constraints.txt (the full resolved set) must agree with them.
 """
 
@@ -39,7 +39,8 @@ def parse_pins(lines: list[str], source: str) -> dict[str, str]:
 
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return parse_pins(project["dependencies"] + project["optional-dependencies"]["dev"], "pyproject.toml")
+    extras = project["optional-dependencies"]
+    return parse_pins(project["dependencies"] + extras["dev"] + extras["lab"], "pyproject.toml")
 
 
 def environment_yml() -> dict:
