@@ -14,10 +14,12 @@ from dbrepro.data.base import AllVsAllSuite, DistractorSource, IdentificationSui
 from dbrepro.eval import (
     embed,
     embed_chunks,
+    embed_with_aux,
     evaluate,
     evaluate_suite,
     identification_rank_k,
     identification_tar_at_far,
+    keep_rendered_distractors,
     pair_scores,
     verification,
 )
@@ -83,6 +85,66 @@ def test_embed_rejects_bad_inputs() -> None:
         embed(lambda x: x, random_images(2))
     with pytest.raises(ValueError, match="0 images"):
         embed(linear_model(), random_images(0))
+
+
+def test_embed_with_aux_returns_the_rbm_gate_and_the_backbone_embedding() -> None:
+    from dbrepro.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small", embedding_size=8, image_size=16, rbm="soft")
+    with torch.no_grad():  # a residual that is not zero, so x_re differs from x
+        model.rbm.residual[-1].weight.normal_()
+        model.rbm.gate.weight.normal_()
+    model.train()
+    images = random_images(7, size=16)
+    emb, aux = embed_with_aux(model, images, batch_size=3)
+    assert model.training and sorted(aux) == ["gate", "pre_rbm"]
+    assert emb.shape == (7, 8) and aux["pre_rbm"].shape == (7, 8) and aux["gate"].shape == (7,)
+    torch.testing.assert_close(emb, embed(model, images))
+    model.eval()
+    with torch.no_grad():
+        x = (images.float() / 255 - 0.5) / 0.5
+        pre = model.backbone(x)
+        gate = torch.nn.functional.softplus(model.rbm.gate(pre)).squeeze(1)
+        expected = pre + gate[:, None] * model.rbm.residual(pre)  # DB Eq. 3, by hand
+    torch.testing.assert_close(aux["pre_rbm"], pre)
+    torch.testing.assert_close(aux["gate"], gate)
+    torch.testing.assert_close(emb, expected)
+    _, aux = embed_with_aux(build_model("small", embedding_size=8, image_size=16, rbm="ungated"), images)
+    assert list(aux) == ["pre_rbm"]
+    _, aux = embed_with_aux(build_model("small", embedding_size=8, image_size=16), images)
+    assert aux == {}
+
+
+def test_embed_with_aux_rejects_a_model_without_aux() -> None:
+    with pytest.raises(TypeError):
+        embed_with_aux(linear_model(), random_images(2))  # nn.Sequential takes no return_aux
+    with pytest.raises(ValueError, match=r"return_aux=True\) must return"):
+        embed_with_aux(lambda x, return_aux: x.flatten(1), random_images(2))
+    with pytest.raises(ValueError, match="one row per image"):
+        embed_with_aux(lambda x, return_aux: (x.flatten(1), {"gate": torch.zeros(1)}), random_images(2))
+
+
+def test_kept_distractors_are_rendered_once_and_unchanged() -> None:
+    calls = []
+
+    def render(start: int, stop: int) -> torch.Tensor:
+        calls.append((start, stop))
+        return random_images(stop - start, seed=start)
+
+    suite = IdentificationSuite(name="mf", probes=random_images(2), probe_ids=np.array([0, 1]),
+                                gallery=random_images(2, seed=1), gallery_ids=np.array([0, 1]),
+                                distractors=DistractorSource(10, render))
+    kept = keep_rendered_distractors(suite)
+    first = [c.clone() for c in kept.distractors.chunks(4)]
+    again = list(kept.distractors.chunks(4))
+    assert calls == [(0, 4), (4, 8), (8, 10)] and len(kept.distractors) == 10
+    for a, b, c in zip(first, again, suite.distractors.chunks(4)):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert kept.probes is suite.probes and suite.distractors.render is render  # the original is untouched
+    plain = PairSuite(name="p", images=random_images(4), pairs=np.array([[0, 1]] * 10),
+                      issame=np.ones(10, bool), folds=np.arange(10))
+    assert keep_rendered_distractors(plain) is plain
 
 
 def test_pair_suite_known_answer_and_scores() -> None:

@@ -5,9 +5,9 @@ Imports only from :mod:`dbrepro.data`, :mod:`dbrepro.models` and :mod:`dbrepro.c
 """
 
 from dbrepro.eval._checks import ensure_embeddings, ensure_ids, ensure_scores
-from dbrepro.eval.embed import embed, embed_chunks
+from dbrepro.eval.embed import embed, embed_chunks, embed_with_aux, keep_rendered_distractors
 from dbrepro.eval.features import feature_statistics, kurtosis
-from dbrepro.eval.grouping import by_group, group_spread, verification_by
+from dbrepro.eval.grouping import by_group, group_spread, neighbour_agreement, verification_by
 from dbrepro.eval.identification import (
     GallerySearch,
     identification_rank1,
@@ -46,6 +46,7 @@ __all__ = [
     "held_out_correct",
     "embed",
     "embed_chunks",
+    "embed_with_aux",
     "ensure_embeddings",
     "ensure_ids",
     "ensure_scores",
@@ -56,8 +57,10 @@ __all__ = [
     "identification_rank1",
     "identification_rank_k",
     "identification_tar_at_far",
+    "keep_rendered_distractors",
     "kurtosis",
     "min_far",
+    "neighbour_agreement",
     "open_set_identification",
     "open_set_split",
     "operating_points",
