@@ -10,6 +10,11 @@ Three measurements on a trained CosFace baseline (issue 4):
    domains (DB Fig. 4): :func:`compactness_vs_domain` gives the Spearman correlation between a
    class's IC and the number of training identities of its domain (and, as a control, with the
    class's own image count, which must not be what IC measures).
+
+And three helpers of the Part II chapters: :func:`attribute_frequencies` (a world's groups or age bands,
+most frequent first), :func:`image_sample` (which training images a statistic over the training set
+decodes) and :func:`margin_slack` (how far each training image lies past its class's decision boundary,
+the quantity of DB Fig. 6a).
 """
 
 from __future__ import annotations
@@ -86,3 +91,68 @@ def compactness_vs_domain(weight: torch.Tensor, world: Any, k: int, s: float) ->
         "rho_class_size": float(spearmanr(ic, table["images"]).statistic),
         "k": int(k), "s": float(s), "table": table,
     }
+
+
+def attribute_frequencies(world: Any, column: str) -> dict[str, float]:
+    """The training frequency of each value of a domain attribute, most frequent first.
+
+    ``column`` is ``"group"`` (:data:`~dbrepro.data.synth.GROUPS`, frequencies ``config.group_freqs``)
+    or ``"age_band"`` (:data:`~dbrepro.data.synth.AGE_BANDS`, ``config.age_band_freqs``); ties keep
+    the generator's order.
+    """
+    from .data.synth import AGE_BANDS, GROUPS
+
+    names = {"group": (GROUPS, "group_freqs"), "age_band": (AGE_BANDS, "age_band_freqs")}
+    if column not in names:
+        raise ValueError(f"attribute_frequencies: column must be 'group' or 'age_band', got {column!r}")
+    values, field = names[column]
+    freqs = dict(zip(values, getattr(world.config, field)))
+    return dict(sorted(freqs.items(), key=lambda kv: kv[1], reverse=True))
+
+
+#: the most training images a statistic over the training set decodes (a sample of a larger set; the
+#: synthetic worlds of the smoke and cpu profiles are used whole)
+SAMPLE_IMAGES = 20_000
+
+
+def image_sample(num_images: int, at_most: int = SAMPLE_IMAGES, seed: int = 0) -> np.ndarray:
+    """Indices of the training images a statistic reads: all ``num_images`` when there are at most
+    ``at_most``, else ``at_most`` of them drawn without replacement (seeded), in increasing order.
+
+    >>> image_sample(5).tolist(), image_sample(10, at_most=3, seed=1).tolist()
+    ([0, 1, 2, 3, 4], [3, 4, 7])
+    """
+    if num_images < 1 or at_most < 1:
+        raise ValueError(f"image_sample: num_images and at_most must be positive, got {num_images} and {at_most}")
+    if num_images <= at_most:
+        return np.arange(num_images)
+    return np.sort(np.random.default_rng(seed).choice(num_images, size=at_most, replace=False))
+
+
+def margin_slack(embeddings: torch.Tensor, prototypes: torch.Tensor, labels: Any,
+                 m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: how far its training images lie past the decision boundary of a cosine head (DB Fig. 6a).
+
+    The slack of an image is ``cos theta_y - max_{j != y} cos theta_j`` (its target cosine beyond the
+    nearest other class); CosFace's margin condition is slack > ``m``. Returns, per class (label order,
+    ``len(prototypes)`` classes, each with at least one image), the mean slack of its images and the
+    share of them that satisfy the condition.
+    """
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if embeddings.ndim != 2 or prototypes.ndim != 2 or embeddings.shape[1] != prototypes.shape[1]:
+        raise ValueError(f"margin_slack: embeddings {tuple(embeddings.shape)} and prototypes "
+                         f"{tuple(prototypes.shape)} must be (N, D) and (C, D)")
+    if labels.shape != (len(embeddings),):
+        raise ValueError(f"margin_slack: {len(labels)} labels for {len(embeddings)} embeddings")
+    counts = torch.bincount(labels, minlength=len(prototypes)).float()
+    if len(counts) != len(prototypes) or (counts == 0).any():
+        raise ValueError(f"margin_slack: labels must cover every one of the {len(prototypes)} classes, "
+                         "each with at least one image")
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    cos = emb @ torch.nn.functional.normalize(prototypes.float(), dim=1).T
+    target = cos.gather(1, labels[:, None]).squeeze(1)
+    cos.scatter_(1, labels[:, None], -float("inf"))
+    slack = target - cos.max(1).values
+    mean_slack = torch.zeros(len(counts)).index_add_(0, labels, slack) / counts
+    satisfied = torch.zeros(len(counts)).index_add_(0, labels, (slack > m).float()) / counts
+    return mean_slack.numpy(), satisfied.numpy()

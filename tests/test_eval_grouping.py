@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from dbrepro.eval import by_group, group_spread, verification, verification_by
+from dbrepro.eval import by_group, group_spread, neighbour_agreement, verification, verification_by
 
 
 def test_by_group_with_a_scalar_metric_keeps_order_within_groups() -> None:
@@ -71,3 +72,29 @@ def test_bad_grouping_inputs_are_named() -> None:
     small = pd.DataFrame({"race": ["a"] * 20 + ["b"] * 5})
     with pytest.raises(ValueError, match="group race='b' \\(5 rows\\): 5 pairs cannot be split into 10 folds"):
         verification_by(np.arange(25.0), np.arange(25) % 2 == 0, small, "race")
+
+
+def test_neighbour_agreement_by_hand_and_own_identity_excluded() -> None:
+    # two groups on two axes; images 0 and 1 are one person, so neither is the other's neighbour
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.8, 0.6], [0.0, 1.0], [0.1, 1.0]])
+    group = np.array(["a", "a", "a", "b", "b"])
+    identity = np.array([0, 0, 1, 2, 3])
+    agree, chance = neighbour_agreement(features, group, identity, k=1)
+    # nearest other-identity image: 0 -> 2 (a), 1 -> 2 (a), 2 -> 1 (a), 3 -> 4 (b), 4 -> 3 (b)
+    assert agree == 1.0
+    # same group among other-identity images: 0: 1 of 3, 1: 1 of 3, 2: 2 of 4, 3: 1 of 4, 4: 1 of 4
+    assert chance == pytest.approx(np.mean([1 / 3, 1 / 3, 2 / 4, 1 / 4, 1 / 4]))
+    agree2, _ = neighbour_agreement(features, group, identity, k=2)
+    # second neighbours: 0 -> 4 (b), 1 -> 4 (b), 2 -> 0 (a), 3 -> 2 (a), 4 -> 2 (a)
+    assert agree2 == pytest.approx((2 * 0.5 + 1.0 + 2 * 0.5) / 5)
+    assert neighbour_agreement(features, group, identity, k=99) == neighbour_agreement(features, group, identity, k=3)
+
+
+def test_neighbour_agreement_rejects_bad_inputs() -> None:
+    f = torch.eye(3)
+    with pytest.raises(ValueError, match="one attribute value and one identity per image"):
+        neighbour_agreement(f, np.array(["a", "b"]), np.arange(3))
+    with pytest.raises(ValueError, match="no image of another identity"):
+        neighbour_agreement(f, np.array(["a", "b", "a"]), np.zeros(3))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        neighbour_agreement(f, np.array(["a", "b", "a"]), np.arange(3), k=0)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dbrepro.premises import class_domains, compactness_vs_domain, domain_accuracy
+from dbrepro.premises import (attribute_frequencies, class_domains, compactness_vs_domain, domain_accuracy, image_sample,
+                              margin_slack)
 
 
 def fake_world():
@@ -50,6 +51,42 @@ def test_class_domains_and_compactness_correlation():
     assert c["table"]["ic"].iloc[3] < c["table"]["ic"].iloc[:3].min()
     with pytest.raises(ValueError, match="3 prototypes for 4"):
         compactness_vs_domain(w[:3], world, k=1, s=10.0)
+
+
+def test_attribute_frequencies_most_frequent_first():
+    world = SimpleNamespace(config=SimpleNamespace(group_freqs=(0.1, 0.5, 0.25, 0.15), age_band_freqs=(0.2, 0.2, 0.6)))
+    assert attribute_frequencies(world, "group") == {"G1": 0.5, "G2": 0.25, "G3": 0.15, "G0": 0.1}
+    assert list(attribute_frequencies(world, "group")) == ["G1", "G2", "G3", "G0"]
+    assert list(attribute_frequencies(world, "age_band")) == ["old", "young", "middle"]  # a tie keeps the order
+    with pytest.raises(ValueError, match="'group' or 'age_band'"):
+        attribute_frequencies(world, "race")
+
+
+def test_image_sample_is_everything_or_a_seeded_sorted_sample():
+    assert image_sample(7, at_most=7).tolist() == list(range(7))
+    a = image_sample(1000, at_most=50, seed=3)
+    assert len(a) == 50 == len(set(a.tolist())) and (np.diff(a) > 0).all() and a.max() < 1000
+    assert np.array_equal(a, image_sample(1000, at_most=50, seed=3))
+    assert not np.array_equal(a, image_sample(1000, at_most=50, seed=4))
+    with pytest.raises(ValueError, match="must be positive"):
+        image_sample(0)
+
+
+def test_margin_slack_by_hand():
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    # class 0: one image on its prototype (slack 1 - 0 = 1), one at 30 degrees towards class 1 (c - s)
+    # class 1: one image at 60 degrees from it, nearer to class 0 (slack s - c < 0); class 2: on it (1 - 0)
+    embeddings = torch.tensor([[2.0, 0.0], [c, s], [c, s], [-3.0, 0.0]])
+    labels = np.array([0, 0, 1, 2])
+    mean, satisfied = margin_slack(embeddings, prototypes, labels, m=0.35)
+    np.testing.assert_allclose(mean, [(1 + c - s) / 2, s - c, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(satisfied, [1.0, 0.0, 1.0])  # c - s = 0.366 > 0.35
+    np.testing.assert_allclose(margin_slack(embeddings, prototypes, labels, m=0.4)[1], [0.5, 0.0, 1.0])
+    with pytest.raises(ValueError, match="every one of the 3 classes"):
+        margin_slack(embeddings[:3], prototypes, labels[:3], m=0.35)
+    with pytest.raises(ValueError, match="3 labels for 4"):
+        margin_slack(embeddings, prototypes, labels[:3], m=0.35)
 
 
 @pytest.mark.slow

@@ -7,6 +7,10 @@ threshold per group, exactly as when the four RFW subsets are evaluated one afte
 (A single global threshold would measure something else: how well one operating point serves
 every group.) The spread across groups is reported with the sample standard deviation
 (``ddof=1``), as TFace does for RFW.
+
+:func:`neighbour_agreement` asks the question of DB Fig. 2 with a number: do images of one group sit
+together in feature space? It counts how often an image's nearest neighbours of *other* identities
+share its group, against the rate that neighbours drawn at random would give.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from dbrepro.eval.verification import verification
 
-__all__ = ["by_group", "verification_by", "group_spread"]
+__all__ = ["by_group", "verification_by", "group_spread", "neighbour_agreement"]
 
 
 def _group_rows(table: pd.DataFrame, column: str, n: int) -> dict[Any, np.ndarray]:
@@ -119,3 +125,41 @@ def group_spread(table: pd.DataFrame, metric: str = "accuracy", group: str | Non
         "gap": float(values.max() - values.min()),
         "worst_group": table[group].iloc[worst],
     }
+
+
+def neighbour_agreement(features: torch.Tensor, attribute: Any, identity: Any, k: int = 10) -> tuple[float, float]:
+    """How often an image's ``k`` nearest neighbours of other identities share its ``attribute``, and chance.
+
+    Neighbours are by cosine similarity of ``features`` (N, D); images of the image's own identity are
+    never neighbours (a person's own photos would share every attribute). ``k`` is capped at the fewest
+    other-identity images any image has. Returns ``(agree, chance)``: the mean over images of the share
+    of their ``k`` nearest other-identity neighbours with the same attribute value, and the mean share
+    of all their other-identity images with it (what ``k`` random neighbours would give).
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> neighbour_agreement(f, np.array(["a", "a", "b", "b"]), np.arange(4), k=1)
+    (1.0, 0.3333333333333333)
+    """
+    attribute, identity = np.asarray(attribute), np.asarray(identity)
+    if not isinstance(features, torch.Tensor) or features.ndim != 2:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(f"neighbour_agreement: features must be a tensor (N, D), got {shape}")
+    if attribute.shape != (len(features),) or identity.shape != (len(features),):
+        raise ValueError(f"neighbour_agreement: {len(features)} features, {attribute.shape} attribute values and "
+                         f"{identity.shape} identities: give one attribute value and one identity per image")
+    if k < 1:
+        raise ValueError(f"neighbour_agreement: k must be >= 1, got {k}")
+    same_id = torch.as_tensor(identity[:, None] == identity[None, :])
+    if bool(same_id.all(1).any()):
+        raise ValueError("neighbour_agreement: some image has no image of another identity to compare with")
+    # region: agreement and chance
+    unit = F.normalize(features.float(), dim=1)
+    sim = unit @ unit.T
+    sim[same_id] = -float("inf")
+    k = min(k, int((~same_id).sum(1).min()))
+    nearest = sim.topk(k, dim=1).indices.numpy()
+    agree = (attribute[nearest] == attribute[:, None]).mean()
+    same_attr = attribute[:, None] == attribute[None, :]
+    chance = ((same_attr & ~same_id.numpy()).sum(1) / (~same_id.numpy()).sum(1)).mean()
+    # endregion
+    return float(agree), float(chance)
