@@ -113,3 +113,11 @@ def test_runs_without_autograd_on_a_parameter():
     weight = torch.nn.Parameter(torch.randn(12, 4))
     dfi = domain_frequency_indicator(weight, k=3, s=64.0, eps=5.5)
     assert not dfi.requires_grad and dfi.device == weight.device
+
+
+def test_the_named_region_shown_by_the_dfi_chapter_holds_eq1():
+    from dbrepro import dfi, display
+
+    code = display.source(dfi.inter_class_compactness, region="Eq. 1 in row blocks").text
+    assert code.startswith("_check_weight_and_k(") and "topk(k" in code and "logsumexp(s * nearest" in code
+    assert '"""' not in code and "region" not in code  # the body only, markers left out

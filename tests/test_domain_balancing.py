@@ -151,3 +151,11 @@ def test_gate_regression_trains_the_model_gate():
     _, aux = model(x, return_aux=True)
     rbm_gate_loss(aux["gate"], torch.full((8,), 0.25)).backward()
     assert model.rbm.gate.weight.grad.abs().sum() > 0
+
+
+def test_the_rbm_docstring_states_its_choices_in_a_named_section():
+    from dbrepro import display
+    from dbrepro.models import rbm
+
+    choices = display.doc(rbm, section="Choices the paper leaves open").text
+    assert choices.startswith("- `R(x) = FC(D -> H)") and "softplus" in choices and 'gate="ungated"' in choices

@@ -8,8 +8,8 @@ Eq. 3::
 scalar per sample, regressed onto the Domain Frequency Indicator of the sample's class by the
 L2 loss of Eq. 4 (:func:`rbm_gate_loss`).
 
-Choices the paper leaves open (ours, stated):
-
+Choices the paper leaves open
+-----------------------------
 - ``R(x) = FC(D -> H) - BN(H) - PReLU - FC(H -> D)`` with ``H = D // 2``. Fig. 5 names two FC
   layers and a batch norm; without a nonlinearity between them R would be a linear map
   (BN is affine at test time), so a PReLU, the activation of the face ResNets, sits after the BN.
