@@ -256,3 +256,112 @@ def identity_map(xy: np.ndarray, labels: Sequence[int], ax: Axes | None = None, 
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def values_by_category(
+    values: Sequence[float],
+    categories: Sequence,
+    order: Sequence,
+    ax: Axes | None = None,
+    ylabel: str = "",
+    title: str | None = None,
+) -> Figure:
+    """A box per category (in ``order``, outliers not drawn) with every value jittered on top, and the
+    count of values under each box (e.g. the DFI of every class, per group, as in DB Fig. 4)."""
+    values, categories = np.asarray(values, dtype=float), np.asarray(categories)
+    if len(values) != len(categories):
+        raise ValueError(f"values_by_category: {len(values)} values for {len(categories)} categories")
+    fig, ax = _figure(ax, (5.5, 3.6))
+    data = [values[categories == v] for v in order]
+    ax.boxplot(data, showfliers=False)
+    for i, d in enumerate(data, start=1):
+        ax.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.15, 0.15, len(d)), d, s=4, alpha=0.4)
+    ax.set_xticks(range(1, len(order) + 1))
+    ax.set_xticklabels([f"{v}\n({(categories == v).sum()} classes)" for v in order])
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def annotated_heatmap(
+    table: pd.DataFrame,
+    ax: Axes | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str | None = None,
+    xticklabels: Sequence[str] | None = None,
+    yticklabels: Sequence[str] | None = None,
+    vmin: float = -1.0,
+    vmax: float = 1.0,
+) -> Figure:
+    """A heat map of a small table (rows down, columns across) with every value written in its cell
+    (``+0.00``), on a diverging colour scale from ``vmin`` to ``vmax`` (a correlation by default)."""
+    fig, ax = _figure(ax, (6.4, 3.6))
+    values = table.to_numpy(dtype=float)
+    im = ax.imshow(values, cmap="RdBu_r", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(values.shape[1]), xticklabels if xticklabels is not None else [str(c) for c in table.columns])
+    ax.set_yticks(range(values.shape[0]), yticklabels if yticklabels is not None else [str(i) for i in table.index])
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:+.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax)
+    return fig
+
+
+#: colours of the classes of :func:`margin_regions`, in class order
+MARGIN_REGION_COLOURS = ((0.98, 0.82, 0.25), (0.95, 0.55, 0.2), (0.35, 0.6, 0.95))
+
+
+def margin_regions(
+    prototypes: np.ndarray,
+    margins: Sequence[float],
+    names: Sequence[str],
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Fig. 6 of the DB paper in two dimensions: for every direction on the unit circle, the class whose
+    margin condition ``cos theta_i - margins[i] > max_{j != i} cos theta_j`` it satisfies (that class's
+    colour; white where none does), with each prototype drawn as an arrow labelled with its margin.
+
+    ``prototypes`` are unit 2-D vectors (C, 2), one per class; ``names[i]`` labels class i (its first
+    word is drawn).
+    """
+    protos = np.asarray(prototypes, dtype=float)
+    margins = np.asarray(margins, dtype=float)
+    if protos.ndim != 2 or protos.shape[1] != 2 or len(margins) != len(protos) or len(names) != len(protos):
+        raise ValueError(f"margin_regions: expected prototypes (C, 2) with C margins and C names, got "
+                         f"{protos.shape}, {len(margins)} margins and {len(names)} names")
+    if len(protos) > len(MARGIN_REGION_COLOURS):
+        raise ValueError(f"margin_regions: at most {len(MARGIN_REGION_COLOURS)} classes, got {len(protos)}")
+    fig, ax = _figure(ax, (4.4, 4.4))
+    ticks = np.linspace(-1.4, 1.4, 561)
+    gx, gy = np.meshgrid(ticks, ticks)
+    r, theta = np.hypot(gx, gy), np.arctan2(gy, gx)
+    cls = _satisfied_class(theta.ravel(), protos, margins).reshape(theta.shape).astype(float)
+    cls[(r < 0.25) | (r > 1.1)] = np.nan
+    img = np.ones(cls.shape + (3,))
+    for i in range(len(protos)):
+        img[cls == i] = MARGIN_REGION_COLOURS[i]
+    img[np.isnan(cls)] = 1.0
+    ax.imshow(img, origin="lower", extent=(-1.4, 1.4, -1.4, 1.4))
+    for i, name in enumerate(names):
+        ax.annotate("", xy=protos[i], xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="k"))
+        ax.text(*(protos[i] * 1.26), f"{name.split()[0]}\nm={margins[i]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set(title=title, aspect="equal", xticks=[], yticks=[])
+    return fig
+
+
+def _satisfied_class(theta: np.ndarray, protos: np.ndarray, margins: np.ndarray) -> np.ndarray:
+    """For directions ``theta``, the class whose margin condition holds (-1: none)."""
+    x = np.stack([np.cos(theta), np.sin(theta)], -1)
+    cos = x @ protos.T
+    out = np.full(len(theta), -1)
+    for i in range(len(protos)):
+        others = np.delete(cos, i, axis=1).max(1)
+        out[cos[:, i] - margins[i] > others] = i
+    return out
