@@ -6,7 +6,7 @@ figure, so notebooks can compose panels and save them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from .data.splits import PAPER_TAIL_BELOW, class_sizes
+from .data.splits import PAPER_TAIL_BELOW, class_sizes, size_histogram
 from .results import mean_std
 
 
@@ -85,6 +85,37 @@ def class_size_plot(labels: np.ndarray | Sequence[int], cut: int = PAPER_TAIL_BE
     ax.set_title(f"{tail.mean():.0%} of {counts.size} identities and {counts[tail].sum() / counts.sum():.0%} "
                  f"of {counts.sum()} images are in the tail", fontsize=9)
     ax.legend(fontsize=8)
+    return fig
+
+
+def class_size_histogram(
+    labels: np.ndarray | Sequence[int],
+    edges: Sequence[int],
+    cut: int = PAPER_TAIL_BELOW,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Identities and images per range of images per identity (side by side, log y), the tail cut dashed.
+
+    ``edges`` are the integer bin edges (a bin is ``[lo, hi)``, as :func:`dbrepro.data.splits.size_histogram`
+    counts them); ``cut`` must be one of them. A bin one size wide is labelled by its size, a wider one by
+    its first and last size (``"10-19"``).
+    """
+    edges = [int(e) for e in edges]
+    if cut not in edges[:-1]:
+        raise ValueError(f"class_size_histogram: the tail cut {cut} must be one of the bin edges {edges[:-1]}")
+    hist = size_histogram(labels, bins=edges)
+    names = [f"{lo:.0f}" if hi - lo == 1 else f"{lo:.0f}-{hi - 1:.0f}" for lo, hi in zip(hist.min_images, hist.max_images)]
+    fig, ax = _figure(ax, (6.0, 3.2))
+    x = np.arange(len(hist))
+    ax.bar(x - 0.2, hist.identities, 0.4, label="identities", color="tab:blue")
+    ax.bar(x + 0.2, hist.images, 0.4, label="images", color="tab:orange")
+    ax.axvline(edges.index(cut) - 0.5, color="k", ls="--", lw=1, label=f"tail: < {cut} images")
+    ax.set(yscale="log", xticks=x, xlabel="images per identity")
+    ax.set_xticklabels(names)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
     return fig
 
 
@@ -225,6 +256,40 @@ def seeds_vs_paper(
         more_handles, more_labels = top.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     top.legend(handles, labels, fontsize=7, loc="best")
+    return fig
+
+
+def loss_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]]],
+    ax: Axes | None = None,
+    metric: str = "loss",
+    title: str | None = None,
+) -> Figure:
+    """Training ``metric`` per epoch, as a run's ``metrics()["history"]`` records it, one colour per label.
+
+    ``histories`` maps a label (e.g. a method) to one run's history (a list of per-epoch records, each with
+    ``"epoch"`` and ``metric``) or to a list of such histories (one per seed), all drawn in the label's
+    colour; the legend names each label once.
+    """
+    if not histories:
+        raise ValueError("loss_curves: no histories")
+    fig, ax = _figure(ax, (5.5, 3.4))
+    colours = plt.get_cmap("tab10")
+    for i, (label, value) in enumerate(histories.items()):
+        runs = [value] if value and isinstance(value[0], Mapping) else list(value)
+        if not runs or any(len(h) == 0 for h in runs):
+            raise ValueError(f"loss_curves: {label!r} has an empty history")
+        for j, history in enumerate(runs):
+            missing = [k for k in ("epoch", metric) if any(k not in record for record in history)]
+            if missing:
+                raise ValueError(f"loss_curves: a history of {label!r} has epochs without {missing[0]!r}")
+            ax.plot([r["epoch"] for r in history], [r[metric] for r in history], "o-", markersize=3,
+                    color=colours(i % 10), alpha=0.8, label=str(label) if j == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"training {metric}")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
     return fig
 
 
