@@ -20,6 +20,7 @@ from .train import DFIConfig, TrainConfig
 
 #: B-0's share of the world's identities for the Range Loss B splits (RL §3.1 takes 4,000 of MS-Celeb-1M's
 #: 99,891; the synthetic world is far smaller, so B-0 is half of it: rl-01 argues the value, rl-02 trains on it).
+#: On real data B-0 is the paper's papers.B0_IDENTITIES (:func:`b0_identities`).
 B_SUBSET = 0.5
 
 
@@ -46,6 +47,45 @@ def world_data(profile: str | Profile, seed: int = 0, split: str | None = None, 
     return spec
 
 
+def b0_identities(data: dict[str, Any], num_classes: int) -> int | float:
+    """The size of Range Loss B-0 (RL §3.1) for the training set ``data`` of ``num_classes`` identities.
+
+    A synthetic world: :data:`B_SUBSET` of its identities (a fraction; rl-01 argues it). Real data: the
+    paper's 4,000 random identities (:data:`dbrepro.papers.B0_IDENTITIES`), or all of them in a set with
+    fewer (a rehearsal folder).
+    """
+    if data.get("kind") == "synth":
+        return B_SUBSET
+    return min(papers.B0_IDENTITIES, int(num_classes))
+
+
+def range_split(data: dict[str, Any], split: str, num_classes: int) -> dict[str, Any]:
+    """The data spec of Range Loss split ``split`` (A-0..A-4, B-0..B-3; RL §3.1) of the training set ``data``.
+
+    A splits only name the split. B splits also carry B-0's size (:func:`b0_identities`). On real data they
+    may remove head identities (the smallest first) once the subset's tail is used up: the paper removes up
+    to 3,000 of its 4,000 identities "from the tailed part" of MS-Celeb-1M, where nine identities in ten
+    are in the tail; a training set with a smaller tail cannot give that many, and rl-01 reports how many
+    head identities each B split loses. On an on-disk set the split is an index subset, nothing decoded.
+    """
+    spec = {**data, "split": split}
+    if split.startswith("B-"):
+        spec["b_subset"] = b0_identities(data, num_classes)
+        if data.get("kind") != "synth":
+            spec["b_allow_head"] = True
+    return spec
+
+
+def whole_set_as_itself(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without ``split="A-0"``: A-0 keeps every identity (RL Table 1), so it is the whole training set,
+    and a run on it is the same run as on the unsplit set (one cache entry, not two)."""
+    from .data.splits import A_KEEP
+
+    if data.get("split") == "A-0" and A_KEEP[0] == 1.0:
+        return {k: v for k, v in data.items() if k not in ("split", "split_seed")}
+    return data
+
+
 def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: str | None = None, seed: int = 0,
          **changes: Any) -> TrainConfig:
     """The profile's data, backbone, sizes and schedule; everything else is the papers' (TrainConfig's defaults)."""
@@ -54,6 +94,7 @@ def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: s
         data = world_data(p, split=split)
     elif split is not None:
         data = {**data, "split": split}
+    data = whole_set_as_itself(data)
     cfg = dict(data=data, backbone=p.backbone, backbone_kwargs=dict(p.backbone_kwargs),
                embedding_size=p.embedding_size, image_size=p.image_size, epochs=p.epochs, batch_size=p.batch_size,
                seed=seed)
@@ -81,6 +122,13 @@ def triplet(profile, **kw) -> TrainConfig:
 def center(profile, **kw) -> TrainConfig:
     """Softmax + center loss (Wen et al. 2016)."""
     return base(profile, head="softmax", terms={"center": dict(get_profile(profile).center)}, **kw)
+
+
+def softmax_pk(profile, pk: tuple[int, int] | None = None, **kw) -> TrainConfig:
+    """Softmax alone on range loss's identity-balanced P x K batches (the profile's ``range_pk`` unless ``pk``):
+    the control that separates the range term from the sampler it trains with (rl-05, rl-06)."""
+    pk = tuple(get_profile(profile).range_pk if pk is None else pk)
+    return softmax(profile, **kw).replace(sampler="pk", pk=pk, batch_size=pk[0] * pk[1])
 
 
 def range_loss(profile, **kw) -> TrainConfig:
@@ -160,6 +208,7 @@ def domain_balancing(profile, *, num_classes: int | None = None, rbm: str | None
 #: name -> recipe, for the CLI (``dbrepro train --recipe NAME``).
 RECIPES: dict[str, Callable[..., TrainConfig]] = {
     "softmax": softmax,
+    "softmax_pk": softmax_pk,
     "contrastive": contrastive,
     "triplet": triplet,
     "center": center,

@@ -81,3 +81,14 @@ def test_range_loss_recipe_uses_identity_balanced_batches_of_the_profile():
         assert cfg.terms["range"]["k"] == 2  # RL §3.4, recorded in the config (and its key)
     assert papers.RANGE_PK == (16, 16)  # the paper's batches, used by the paper profile
     assert tuple(get_profile("paper").range_pk) == (16, 16)
+
+
+def test_a0_is_the_whole_training_set_and_shares_its_run():
+    from dbrepro.data import specs
+
+    assert recipes.softmax("smoke", split="A-0", seed=1).key() == recipes.softmax("smoke", seed=1).key()
+    assert recipes.softmax("smoke", data=recipes.world_data("smoke", split="A-0")).key() == recipes.softmax("smoke").key()
+    assert recipes.softmax("smoke", split="A-1").key() != recipes.softmax("smoke").key()
+    whole = specs.training_set(recipes.world_data("smoke"))
+    a0 = specs.apply_split(whole, "A-0")
+    assert len(a0) == len(whole) and (a0.labels == whole.labels).all() and bool((a0.images == whole.images).all())
