@@ -1,21 +1,27 @@
 """Labeled Faces in the Wild: the standard pair lists and the people folders.
 
-Images live at ``lfw_root/<name>/<name>_<NNNN>.<ext>`` (4-digit, 1-based index). The pair
-lists:
+Images live at ``lfw_root/<name>/<name>_<NNNN>.<ext>`` (4-digit, 1-based index).
 
+The pair lists
+--------------
 View 2, ``pairs.txt``
     First line ``10 300``; then 10 folds, each 300 matched pairs ``name i j`` followed by 300
     mismatched pairs ``name1 i name2 j``. Fold ``k`` is the ``k``-th block of 600 lines.
 View 1, ``pairsDevTrain.txt`` / ``pairsDevTest.txt``
-    First line ``N`` (1100 / 500); then N matched pairs followed by N mismatched pairs. The
-    original protocol has no folds in View 1. So that the same 10-fold evaluation runs on it,
-    each half is cut into 10 contiguous chunks and fold ``k`` is the ``k``-th chunk of the
-    matched half plus the ``k``-th chunk of the mismatched half: every fold has equal shares
-    of matched and mismatched pairs (cutting the file itself into 10 blocks would give
-    all-matched and all-mismatched folds, on which no threshold can be tuned).
-    :func:`lfw_pair_suite` stores the pairs fold by fold (matched then mismatched within a
-    fold, like View 2), so folds are contiguous as :class:`~dbrepro.data.base.PairSuite` wants.
+    First line ``N`` (1100 / 500); then N matched pairs followed by N mismatched pairs.
 
+Folds of View 1
+---------------
+The original protocol has no folds in View 1. So that the same 10-fold evaluation runs on it,
+each half is cut into 10 contiguous chunks and fold ``k`` is the ``k``-th chunk of the matched
+half plus the ``k``-th chunk of the mismatched half: every fold has equal shares of matched and
+mismatched pairs (cutting the file itself into 10 blocks would give all-matched and
+all-mismatched folds, on which no threshold can be tuned). :func:`lfw_pair_suite` stores the
+pairs fold by fold (matched then mismatched within a fold, like View 2), so folds are contiguous
+as :class:`~dbrepro.data.base.PairSuite` wants.
+
+The crop
+--------
 LFW-a (the aligned greyscale 250 x 250 variant) has the face in the middle ~110-130 pixels:
 :data:`LFW_CROP` takes the central 128 x 128 before resizing.
 """

@@ -102,8 +102,8 @@ HIGH_SD, LOW_SD = 1.7, 0.3
 #: A per-group factor on the latent spread, set so that a model trained on a *domain-balanced*
 #: world verifies every group about equally well (the pixel visibility that TRAIT_OWNER balances is
 #: only a proxy for what a CNN finds easy). It was calibrated once, with an earlier cpu recipe, and
-#: is not re-tuned to each recipe: the 00-synthetic-faces chapter trains the balanced control and
-#: prints its per-group spread, against which it judges the domain-gap premise.
+#: is not re-tuned to each recipe: the calibration chapter trains the balanced control with the current
+#: recipe and prints its per-group spread, against which it judges the domain gap (control C4).
 GROUP_SPREAD: dict[str, float] = {"G0": 1.18, "G1": 1.0, "G2": 1.02, "G3": 0.92}
 
 
