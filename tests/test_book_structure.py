@@ -124,7 +124,7 @@ def test_notebook_parameters_pass_only_declared_ones(tmp_path, monkeypatch):
     layout = book.BuildLayout(tmp_path / "_build", "smoke")
     data = tmp_path / "lfw"
     data.mkdir()
-    env = {"DBREPRO_LFW": str(data), "DBREPRO_DATA": str(tmp_path / "nope")}
+    env = {"DBREPRO_LFW": str(data), "DBREPRO_CASIA": str(tmp_path / "nope")}
     params = book.notebook_parameters("x", ["PROFILE", "OUTPUT_DIR", "SEED"], "smoke", layout, {}, env)
     assert params == {"PROFILE": "smoke", "OUTPUT_DIR": str(layout.output_dir("x").resolve())}
     params = book.notebook_parameters("x", ["PROFILE", "OUTPUT_DIR", "LFW_ROOT", "RESULTS_DIR"], "smoke", layout,
@@ -139,11 +139,13 @@ def test_notebook_parameters_pass_only_declared_ones(tmp_path, monkeypatch):
 
 def test_notebook_parameters_reject_bad_data_paths(tmp_path):
     layout = book.BuildLayout(tmp_path, "paper")
-    declared = ["PROFILE", "OUTPUT_DIR", "DATA_ROOT"]
-    with pytest.raises(BookError, match=r"notebook x: DATA_ROOT='/no/such/dir' \(from environment variable DBREPRO_DATA\)"):
-        book.notebook_parameters("x", declared, "paper", layout, {}, {"DBREPRO_DATA": "/no/such/dir"})
-    with pytest.raises(BookError, match="notebook x: the paper profile needs real data: set DBREPRO_DATA"):
+    declared = ["PROFILE", "OUTPUT_DIR", "CASIA_ROOT"]
+    with pytest.raises(BookError, match=r"notebook x: CASIA_ROOT='/no/such/dir' \(from environment variable DBREPRO_CASIA\)"):
+        book.notebook_parameters("x", declared, "paper", layout, {}, {"DBREPRO_CASIA": "/no/such/dir"})
+    with pytest.raises(BookError, match="notebook x: the paper profile needs real data: set DBREPRO_CASIA"):
         book.notebook_parameters("x", declared, "paper", layout, {}, {})
+    with pytest.raises(BookError, match="notebook x: the rehearsal profile needs real data: set DBREPRO_MS1MV2"):
+        book.notebook_parameters("x", ["PROFILE", "OUTPUT_DIR", "MS1MV2_ROOT"], "rehearsal", layout, {}, {})
     with pytest.raises(BookError, match="does not declare OUTPUT_DIR"):
         book.notebook_parameters("x", ["PROFILE"], "smoke", layout, {}, {})
 

@@ -32,9 +32,13 @@ from .layout import BookError, BuildLayout
 
 #: Notebook parameters filled from environment variables when a notebook declares them.
 DATA_PATH_ENV = {
-    "DATA_ROOT": "DBREPRO_DATA",  # training data (paper profile: an InsightFace folder, train.rec/.idx/property)
+    # paper and rehearsal profiles: InsightFace folders (train.rec, train.idx, property, *.bin packs)
+    "CASIA_ROOT": "DBREPRO_CASIA",  # CASIA-WebFace: DB Tables 2-3, Fig. 7, the Range Loss chapters
+    "MS1MV2_ROOT": "DBREPRO_MS1MV2",  # MS1MV2: DB Tables 4-7
     "LFW_ROOT": "DBREPRO_LFW",  # a folder holding lfw/ and lfw-protocol/ (see the LFW chapter)
 }
+#: the data roots a profile that reads real data cannot do without (the LFW chapter reads LFW in every profile)
+REAL_DATA_ROOTS = ("CASIA_ROOT", "MS1MV2_ROOT")
 #: Parameters only the executor sets, and how a user sets them instead.
 EXECUTOR_PARAMETERS = {
     "PROFILE": "choose the profile with --profile",
@@ -201,9 +205,10 @@ def notebook_parameters(
             if not path.exists():
                 raise BookError(f"notebook {name}: {key}={params[key]!r} (from {source}) does not exist")
             params[key] = str(path.resolve())  # the notebook runs in notebooks/, not where it was given
-    if get_profile(profile).needs_data_path and "DATA_ROOT" in typed and params.get("DATA_ROOT") is None:
-        raise BookError(
-            f"notebook {name}: the {profile} profile needs real data: set {DATA_PATH_ENV['DATA_ROOT']}=/path/to/data "
-            f"or pass --param DATA_ROOT=/path/to/data"
-        )
+    for key in REAL_DATA_ROOTS:
+        if get_profile(profile).needs_data_path and key in typed and params.get(key) is None:
+            raise BookError(
+                f"notebook {name}: the {profile} profile needs real data: set {DATA_PATH_ENV[key]}=/path/to/data "
+                f"or pass --param {key}=/path/to/data"
+            )
     return params
