@@ -23,6 +23,10 @@ ifneq ($(wildcard ../shared/data/lfw),)
 export DBREPRO_LFW ?= $(abspath ../shared/data)
 endif
 
+# PyTorch's OpenMP threads wait passively: a 2-thread job then stays fast when the other core is busy
+# (see dbrepro.CPU_THREAD_ENV and benchmarks/bench_threads.py)
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .DEFAULT_GOAL := help
 # one heavy process at a time, in the order written
 .NOTPARALLEL:

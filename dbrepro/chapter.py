@@ -97,6 +97,12 @@ class Chapter:
 
         return experiments.train(cfg, device=self.device, num_workers=self.profile.num_workers, label=label)
 
+    def evaluate(self, run: Any, suites: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Evaluation results of a complete run on ``suites`` (cached in the run folder)."""
+        from . import experiments
+
+        return experiments.evaluate(run, suites, device=self.device)
+
     def grid(self, cells: Iterable[dict[str, Any]], suites: dict[str, Any], **kw: Any):
         """:func:`dbrepro.grid.run_grid` on the chapter's device: one row per (cell, suite)."""
         from .grid import run_grid
@@ -140,11 +146,10 @@ class Chapter:
                           f"one training run each; 95% paired bootstrap over {boot['pairs']:,} test pairs")
 
     def _held_out_correct(self, run_key: str, suites: dict[str, Any]) -> list[np.ndarray]:
-        from . import experiments
         from .eval import held_out_correct
         from .runs import find_run
 
-        results = experiments.evaluate(find_run(run_key), suites, device=self.device)
+        results = self.evaluate(find_run(run_key), suites)
         return [held_out_correct(results[n]["scores"], s.issame, s.folds) for n, s in suites.items()]
 
     def claim(self, id: str, claim: str, paper: Any, ours: Any = None, verdict: str | None = None, *,

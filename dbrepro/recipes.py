@@ -86,6 +86,13 @@ def whole_set_as_itself(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def balanced_domains(world_config: Any) -> dict[str, Any]:
+    """World overrides that make every domain equally frequent (the control of a domain gap: what remains in a
+    balanced world is intrinsic difficulty, not rarity); the generator is otherwise the same."""
+    return {name: [1.0 / len(freqs)] * len(freqs) for name, freqs in
+            (("group_freqs", world_config.group_freqs), ("age_band_freqs", world_config.age_band_freqs))}
+
+
 def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: str | None = None, seed: int = 0,
          **changes: Any) -> TrainConfig:
     """The profile's data, backbone, sizes and schedule; everything else is the papers' (TrainConfig's defaults)."""

@@ -35,6 +35,13 @@ from ..progress import PROGRESS_ENV
 from ..results import RESULTS_FILE
 from .console import NotebookProgress, ProgressTail, is_terminal
 from .environment import environment_info
+
+
+def kernel_env() -> dict[str, str]:
+    """Thread settings for the kernels (:data:`dbrepro.CPU_THREAD_ENV`), unless the user set their own."""
+    from .. import CPU_THREAD_ENV
+
+    return {k: os.environ.get(k, v) for k, v in CPU_THREAD_ENV.items()}
 from .execute import NotebookFailed, execute_notebook, this_interpreter_kernel
 from .layout import BookError, BuildLayout, remove
 from .params import declared_parameters, notebook_parameters
@@ -271,7 +278,7 @@ def _run_plan(plan: list[tuple[str, Any]], params: dict[str, Any], profile: str,
                 with ProgressTail(progress_file, display.on_line, on_idle=display.tick):
                     executed = execute_notebook(
                         notebooks_dir / f"{name}.md", None, parameters, notebooks_dir, log_output=log_output,
-                        kernel_name=kernel, on_cell=display.on_cell, env={PROGRESS_ENV: str(progress_file)},
+                        kernel_name=kernel, on_cell=display.on_cell, env={PROGRESS_ENV: str(progress_file), **kernel_env()},
                         display_root=display_root)
                 sha = file_sha256(staged_results / RESULTS_FILE)
                 if sha is None:
