@@ -258,3 +258,59 @@ def test_eq8_is_a_quarter_of_the_true_magnitude_with_swapped_counts_and_no_sign(
     assert torch.equal(printed[5], torch.zeros(2, dtype=torch.float64))
     # beyond the margin both are zero
     assert torch.equal(paper_gradients(x, y, k=2, margin=1.0).inter, torch.zeros_like(x))
+
+
+# -- what the loss selects, and the parts of the module a chapter shows by name -----------------------
+
+
+def test_selection_names_the_pairs_and_the_closest_identities_by_hand():
+    # identity 7: a 3-4-5 triangle (pairs by squared distance: (1,2) 25, (0,2) 16, (0,1) 9); identity 3: two
+    # points; identity 9: one point far away. Centres: 7 at (1, 4/3), 3 at (10, 0.5), 9 at (20, 20).
+    x = torch.tensor([(0.0, 0.0), (3.0, 0.0), (0.0, 4.0), (10.0, 0.0), (10.0, 1.0), (20.0, 20.0)], dtype=torch.float64)
+    y = torch.tensor([7, 7, 7, 3, 3, 9])
+    sel = RangeLoss(k=2).selection(x, y)
+    # identities in label order (3 before 7), each identity's pairs most distant first; 9 has none
+    assert list(zip(sel.first.tolist(), sel.second.tolist(), sel.label.tolist())) == [(3, 4, 3), (1, 2, 7), (0, 2, 7)]
+    assert sel.closest == (3, 7)
+    assert RangeLoss(k=1).selection(x, y).first.tolist() == [3, 1]
+    assert RangeLoss().selection(x[:3], y[:3]).closest is None
+
+
+def test_selection_is_what_the_loss_differentiates():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(24, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (24,), generator=gen)
+    loss = RangeLoss(k=2, margin=1e3)
+    intra, inter = loss.components(x, y)
+    g_intra, = torch.autograd.grad(intra, x)
+    g_inter, = torch.autograd.grad(inter, x)
+    sel = loss.selection(x, y)
+    in_pairs = torch.zeros(24, dtype=torch.bool)
+    in_pairs[sel.first] = in_pairs[sel.second] = True
+    assert torch.equal(g_intra.abs().sum(1) > 0, in_pairs)  # only the selected pairs get an intra gradient
+    q, r = sel.closest
+    assert torch.equal(g_inter.abs().sum(1) > 0, (y == q) | (y == r))  # only Q and R get an inter gradient
+
+
+def test_the_sections_and_regions_the_range_loss_chapter_shows_exist():
+    from dbrepro import display
+    from dbrepro.losses import range as range_module
+
+    assert "an identity with one sample adds nothing" in display.doc(range_module, "Rules where the paper is silent").text
+    assert "Algorithm 1" in display.doc(range_module, "Vectorised").text
+    assert "def _largest_intra_pairs(" in display.source(range_module, region="pair selection").text
+    assert "def _intra_class_range(" in display.source(range_module, region="Eq. 3").text
+    eq4 = display.source(range_module, region="Eq. 4").text
+    assert "def _closest_centre_pair(" in eq4 and "def _closest_centre_distance(" in eq4
+    assert "1. Eq. 7's factor" in display.doc(paper_gradients, "Where they disagree with the derivative of Eq. 3-4").text
+
+
+def test_the_sampler_matched_control_differs_from_range_loss_only_in_the_range_term():
+    from dbrepro import recipes
+
+    for profile in ("smoke", "cpu"):
+        control, ranged = recipes.softmax_pk(profile, seed=1), recipes.range_loss(profile, seed=1)
+        assert control.to_dict() == {**ranged.to_dict(), "terms": {}}
+        assert control.key() != recipes.softmax(profile, seed=1).key()  # shuffled batches are another run
+    wide = recipes.softmax_pk("cpu", pk=(16, 16))
+    assert wide.sampler == "pk" and tuple(wide.pk) == (16, 16) and wide.batch_size == 256

@@ -12,7 +12,9 @@
 Euclidean distance between two samples of one identity, ``\\bar x_Q, \\bar x_R`` the means (centres)
 of the two identities of the batch whose centres are closest, and ``M`` the margin.
 
-Rules where the paper is silent (this module implements exactly these):
+Rules where the paper is silent
+-------------------------------
+This module implements exactly these rules:
 
 - an identity with ``n`` samples uses its ``m = min(k, n(n-1)/2)`` largest distances, and the harmonic
   mean is taken over those ``m`` (``m / sum(1/D_j)``); an identity with one sample adds nothing;
@@ -23,9 +25,13 @@ Rules where the paper is silent (this module implements exactly these):
   ``sqrt(finfo.tiny)`` count as 0, which keeps every intermediate value and gradient finite;
 - ties between equal distances (or equal centre distances) are broken by position in the batch.
 
-The whole loss is vectorised: one ``B x B`` distance matrix (no gradient) picks the pairs, a sort
-groups them by identity, and only the selected ``m`` pairs per identity and the one closest centre pair
-are recomputed exactly, with gradients, from the embeddings.
+Vectorised
+----------
+Algorithm 1 of the paper loops over the identities of the batch. Here one ``B x B`` distance matrix
+(no gradient) picks the pairs, a sort groups them by identity (region ``pair selection`` of this
+module's source), and only the selected ``m`` pairs per identity and the one closest centre pair are
+recomputed exactly, with gradients, from the embeddings (regions ``Eq. 3`` and ``Eq. 4``).
+:meth:`RangeLoss.selection` returns what was selected, for inspection.
 """
 
 from __future__ import annotations
@@ -44,6 +50,21 @@ class RangeParts(NamedTuple):
 
     intra: Tensor
     inter: Tensor
+
+
+class RangeSelection(NamedTuple):
+    """The samples the range loss looks at in one batch (:meth:`RangeLoss.selection`).
+
+    ``first[i], second[i]`` (``first < second``, positions in the batch) is the ``i``-th selected pair of
+    Eq. 3, of identity ``label[i]``; an identity's pairs are consecutive, the most distant first.
+    ``closest`` is the labels ``(Q, R)`` of the two identities whose centres are closest (Eq. 4), or None
+    with fewer than two identities in the batch.
+    """
+
+    first: Tensor
+    second: Tensor
+    label: Tensor
+    closest: tuple[int, int] | None
 
 
 def _as_compute_dtype(embeddings: Tensor) -> Tensor:
@@ -75,6 +96,7 @@ def _batch_classes(labels: Tensor) -> _Classes:
     return _Classes(index, counts)
 
 
+# region: pair selection
 class _IntraPairs(NamedTuple):
     first: Tensor  # (P,) sample index of the pair's first member
     second: Tensor  # (P,) sample index of the pair's second member (first < second)
@@ -103,6 +125,7 @@ def _largest_intra_pairs(x: Tensor, classes: _Classes, k: int) -> _IntraPairs:
         rank = torch.arange(len(cls), device=x.device) - class_start[cls]
         keep = rank < k
     return _IntraPairs(first[keep], second[keep], cls[keep])
+# endregion
 
 
 def _zero_in_graph(x: Tensor) -> Tensor:
@@ -115,6 +138,25 @@ def _tiny_distance(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).tiny) ** 0.5
 
 
+# region: Eq. 3
+def _intra_class_range(x: Tensor, classes: _Classes, k: int) -> Tensor:
+    """Eq. 3: the sum over classes of the harmonic mean of their ``min(k, n(n-1)/2)`` largest squared distances."""
+    pairs = _largest_intra_pairs(x, classes, k)
+    num_classes = len(classes.counts)
+    diff = x[pairs.first] - x[pairs.second]
+    dist = (diff * diff).sum(dim=1)  # exact D_j with gradients, only for the selected pairs
+    is_zero = dist <= _tiny_distance(x.dtype)
+    inv = torch.where(is_zero, torch.zeros_like(dist), 1.0 / torch.where(is_zero, torch.ones_like(dist), dist))
+    inv_sum = torch.zeros(num_classes, dtype=x.dtype, device=x.device).index_add(0, pairs.cls, inv)
+    used = torch.bincount(pairs.cls, minlength=num_classes).to(x.dtype)  # m per class
+    has_zero = torch.bincount(pairs.cls[is_zero], minlength=num_classes) > 0
+    valid = (used > 0) & ~has_zero
+    harmonic = torch.where(valid, used / torch.where(valid, inv_sum, torch.ones_like(inv_sum)), torch.zeros_like(inv_sum))
+    return harmonic.sum()
+# endregion
+
+
+# region: Eq. 4
 def _class_centres(x: Tensor, classes: _Classes) -> Tensor:
     centres = torch.zeros(len(classes.counts), x.shape[1], dtype=x.dtype, device=x.device)
     centres = centres.index_add(0, classes.index, x)
@@ -131,22 +173,6 @@ def _closest_centre_pair(centres: Tensor) -> tuple[int, int]:
     return min(q, r), max(q, r)
 
 
-def _intra_class_range(x: Tensor, classes: _Classes, k: int) -> Tensor:
-    """Eq. 3: the sum over classes of the harmonic mean of their ``min(k, n(n-1)/2)`` largest squared distances."""
-    pairs = _largest_intra_pairs(x, classes, k)
-    num_classes = len(classes.counts)
-    diff = x[pairs.first] - x[pairs.second]
-    dist = (diff * diff).sum(dim=1)  # exact D_j with gradients, only for the selected pairs
-    is_zero = dist <= _tiny_distance(x.dtype)
-    inv = torch.where(is_zero, torch.zeros_like(dist), 1.0 / torch.where(is_zero, torch.ones_like(dist), dist))
-    inv_sum = torch.zeros(num_classes, dtype=x.dtype, device=x.device).index_add(0, pairs.cls, inv)
-    used = torch.bincount(pairs.cls, minlength=num_classes).to(x.dtype)  # m per class
-    has_zero = torch.bincount(pairs.cls[is_zero], minlength=num_classes) > 0
-    valid = (used > 0) & ~has_zero
-    harmonic = torch.where(valid, used / torch.where(valid, inv_sum, torch.ones_like(inv_sum)), torch.zeros_like(inv_sum))
-    return harmonic.sum()
-
-
 def _closest_centre_distance(x: Tensor, classes: _Classes) -> Tensor | None:
     """``D_Center`` of Eq. 4: the smallest squared distance between two class centres (None for < 2 classes)."""
     if len(classes.counts) < 2:
@@ -155,6 +181,7 @@ def _closest_centre_distance(x: Tensor, classes: _Classes) -> Tensor | None:
     q, r = _closest_centre_pair(centres)
     diff = centres[q] - centres[r]
     return (diff * diff).sum()
+# endregion
 
 
 class RangeLoss(nn.Module):
@@ -166,16 +193,10 @@ class RangeLoss(nn.Module):
         Number of largest intra-class distances in the harmonic mean (Eq. 3). The paper uses 2.
     margin
         ``M`` of Eq. 4, in *squared* embedding units. The paper gives no value; a Caffe port uses
-        2e4 on unnormalised VGG-style features. ``None`` (the default) means ``M = D``, the embedding
-        width, resolved at each call. Why: our backbones end in ``BatchNorm1d``, so each embedding
-        coordinate has about unit variance, two unrelated embeddings are about ``2D`` apart (squared),
-        and the centres of two K-sample identities whose between-identity share of the variance is
-        ``rho`` are about ``2D (rho + (1 - rho) / K)`` apart. ``M = D`` asks the two closest
-        identities of the batch to be at least half as far apart as unrelated points: the hinge is
-        active early in training and falls silent once identities separate. For other feature
-        scales pick ``M`` relative to the smallest squared centre distance of a batch, which
-        ``last_parts["center_distance"]`` reports after every call: a value a little above what a
-        softmax-trained model shows keeps the hinge working on the closest pairs only.
+        2e4 on unnormalised VGG-style features. ``None`` (the default) means ``M = 2D`` for embeddings
+        of width ``D``, resolved at each call; :meth:`resolved_margin` gives the reason. For features
+        of another scale, pick ``M`` relative to the smallest squared centre distance of a batch, which
+        ``last_parts["center_distance"]`` reports after every call.
     intra_weight, inter_weight
         ``alpha`` and ``beta`` of Eq. 2. Defaults are the paper's (5e-5 and 1e-4 with softmax weight 1,
         §3.4 after Eq. 5).
@@ -212,7 +233,10 @@ class RangeLoss(nn.Module):
         The paper gives no value (M is a squared distance in the units of the features). Our embeddings end
         in a ``BatchNorm1d``, so each of their D coordinates has roughly unit variance, and two unrelated
         embeddings lie about ``2 D`` apart (squared): with ``M = 2 D`` the hinge of Eq. 4 asks the two closest
-        centres of a batch to be as far apart as two unrelated embeddings. rl-05 measures where that puts M
+        centres of a batch to be as far apart as two unrelated embeddings. The centres of two K-image
+        identities whose between-identity share of the variance is ``rho`` lie about
+        ``2 D (rho + (1 - rho) / K)`` apart, less than ``2 D``, so the hinge should stay active on the closest
+        pair of every batch; while it is active its gradient does not depend on M. rl-05 measures where M falls
         among the centre distances of a trained model.
         """
         return 2.0 * float(embedding_size) if self.margin is None else self.margin
@@ -238,6 +262,19 @@ class RangeLoss(nn.Module):
             "margin": torch.tensor(margin),
         }
         return RangeParts(intra, inter)
+
+    def selection(self, embeddings: Tensor, labels: Tensor) -> RangeSelection:
+        """What Eq. 3 and Eq. 4 select in a batch (see :class:`RangeSelection`); nothing is differentiated."""
+        check_batch(embeddings, labels, "RangeLoss.selection")
+        x = _as_compute_dtype(embeddings).detach()
+        classes = _batch_classes(labels)
+        pairs = _largest_intra_pairs(x, classes, self.k)
+        names = torch.unique(labels, sorted=True)
+        closest = None
+        if len(classes.counts) >= 2:
+            q, r = _closest_centre_pair(_class_centres(x, classes))
+            closest = (int(names[q]), int(names[r]))
+        return RangeSelection(pairs.first, pairs.second, names[pairs.cls], closest)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Eq. 2: ``intra_weight * L_intra + inter_weight * L_inter`` for one mini-batch."""
@@ -268,7 +305,9 @@ def paper_gradients(embeddings: Tensor, labels: Tensor, k: int = 2, margin: floa
     ``1 / (2 n_R) * |c_R - c_Q|`` and every sample of ``R`` gets ``1 / (2 n_Q) * |c_Q - c_R|``, with
     ``c`` the class means; all other samples get 0.
 
-    Where they disagree with the derivative of Eq. 3-4 (``tests/test_range_loss.py`` shows each):
+    Where they disagree with the derivative of Eq. 3-4
+    --------------------------------------------------
+    ``tests/test_range_loss.py`` shows each:
 
     1. Eq. 7's factor ``2k / (D_j S)^2`` is right (``dH/dD_j = k / (D_j S)^2`` and
        ``dD_j/dx_j1 = 2 (x_j1 - x_j2)``), but the direction is not: the true gradients are
