@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import torch
 import pytest
 
 from dbrepro.data.splits import (
@@ -186,3 +188,41 @@ def test_half_split_identities():
     assert mask.dtype == bool and mask.shape == (9,) and mask.sum() == 4
     assert np.array_equal(mask, half_split_identities(9, seed=4))
     assert not np.array_equal(mask, half_split_identities(9, seed=5))
+
+
+# -- the B splits a chapter trains on: recipes.range_split and the data spec ----------------------------
+
+
+def test_b0_is_the_papers_4000_identities_on_real_data_and_half_a_synthetic_world():
+    from dbrepro import recipes
+
+    assert recipes.b0_identities({"kind": "synth"}, 600) == recipes.B_SUBSET
+    assert recipes.b0_identities({"kind": "recordio", "root": "x"}, 10_575) == 4_000
+    assert recipes.b0_identities({"kind": "recordio", "root": "x"}, 40) == 40  # a set with fewer: all of them
+
+
+def test_range_split_specs_name_the_split_and_b0():
+    from dbrepro import recipes
+
+    synth = {"kind": "synth", "preset": "smoke", "seed": 0}
+    assert recipes.range_split(synth, "A-2", 40) == {**synth, "split": "A-2"}
+    assert recipes.range_split(synth, "B-1", 40) == {**synth, "split": "B-1", "b_subset": recipes.B_SUBSET}
+    real = {"kind": "recordio", "root": "/data/casia", "image_size": 112}
+    assert recipes.range_split(real, "B-3", 10_575) == {**real, "split": "B-3", "b_subset": 4_000, "b_allow_head": True}
+
+
+def test_a_b_split_of_a_set_with_a_short_tail_removes_the_smallest_head_identities_only_when_allowed():
+    from dbrepro.data.base import TensorFaces
+    from dbrepro.data.specs import apply_split
+
+    # 8 identities: 4 tail (2, 3, 4, 5 images) and 4 head (20, 21, 22, 23); B-3 of all 8 removes 6
+    sizes = [2, 3, 4, 5, 20, 21, 22, 23]
+    labels = labels_with_sizes(sizes)
+    data = TensorFaces(torch.zeros(len(labels), 3, 4, 4, dtype=torch.uint8), labels, len(sizes),
+                       pd.DataFrame({"identity": labels}))
+    with pytest.raises(ValueError, match="B-3 removes 6 of 8 identities but the subset's tail"):
+        apply_split(data, "B-3", b_subset=8)
+    b3 = apply_split(data, "B-3", b_subset=8, allow_head=True)
+    assert sorted(np.bincount(b3.labels).tolist()) == [22, 23]  # the 4 tail, then the 2 smallest head identities
+    b2 = apply_split(data, "B-2", b_subset=8, allow_head=True)  # removes 4: the tail is enough, no head removed
+    assert sorted(np.bincount(b2.labels).tolist()) == [20, 21, 22, 23]

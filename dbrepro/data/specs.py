@@ -209,17 +209,23 @@ def _training_set(key: str) -> FaceDataset:
     split = spec.get("split")
     if split is None:
         return data
-    return apply_split(data, split, seed=int(spec.get("split_seed", 0)), b_subset=spec.get("b_subset"))
+    return apply_split(data, split, seed=int(spec.get("split_seed", 0)), b_subset=spec.get("b_subset"),
+                       allow_head=bool(spec.get("b_allow_head", False)))
 
 
-def apply_split(data: FaceDataset, split: str, seed: int = 0, b_subset: float | int | None = None) -> FaceDataset:
-    """The Range Loss split ``split`` (A-0..A-4 or B-0..B-3) of ``data``, labels renumbered."""
+def apply_split(data: FaceDataset, split: str, seed: int = 0, b_subset: float | int | None = None,
+                allow_head: bool = False) -> FaceDataset:
+    """The Range Loss split ``split`` (A-0..A-4 or B-0..B-3) of ``data``, labels renumbered.
+
+    ``b_subset`` and ``allow_head`` are those of :func:`dbrepro.data.splits.range_loss_b_splits`."""
     from . import splits
 
     if split.startswith("A-"):
         table = splits.range_loss_a_splits(data.labels, seed=seed)
     elif split.startswith("B-"):
-        kwargs = {} if b_subset is None else {"subset_identities": b_subset}
+        kwargs: dict = {"allow_head": allow_head}
+        if b_subset is not None:
+            kwargs["subset_identities"] = b_subset
         table = splits.range_loss_b_splits(data.labels, seed=seed, **kwargs)
     else:
         raise ValueError(f"split {split!r} is unknown: use A-0..A-4 or B-0..B-3 (Range Loss §3.1)")

@@ -6,20 +6,18 @@ returned as sorted index arrays into that array, so they apply to any dataset wi
 Tail: an identity with fewer than ``tail_below`` images (20 in the paper: "identities that contain
 less than 20 face images are regarded as poor classes (tailed data)"); the others are the head.
 
-What Table 1's "Tail Ratio" is a ratio of
------------------------------------------
+What Table 1's "Tail Ratio" counts
+----------------------------------
 It is the fraction of the tail *identities* kept. With A-0 = 99,891 identities and A-4 (no tail) =
 10,000, the tail has 89,891 identities, and
 
-=====  ==========  =========  ======================  ==================
-group  identities  tail kept  kept / 89,891           tail images kept
-=====  ==========  =========  ======================  ==================
-A-0    99,891      89,891     100.00 %                987,859 (100.0 %)
-A-1    81,913      71,913     80.000 % (of 71,912.8)  920,694 (93.2 %)
-A-2    54,946      44,946     50.001 % (of 44,945.5)  696,582 (70.5 %)
-A-3    26,967      16,967     18.88 %                 310,903 (31.5 %)
-A-4    10,000      0          0 %                     0
-=====  ==========  =========  ======================  ==================
+| group | identities | tail kept | kept / 89,891          | tail images kept   |
+|-------|-----------:|----------:|------------------------|--------------------|
+| A-0   | 99,891     | 89,891    | 100.00 %               | 987,859 (100.0 %)  |
+| A-1   | 81,913     | 71,913    | 80.000 % (of 71,912.8) | 920,694 (93.2 %)   |
+| A-2   | 54,946     | 44,946    | 50.001 % (of 44,945.5) | 696,582 (70.5 %)   |
+| A-3   | 26,967     | 16,967    | 18.88 %                | 310,903 (31.5 %)   |
+| A-4   | 10,000     | 0         | 0 %                    | 0                  |
 
 A-1 and A-2 match 80 % and 50 % of the tail identities to the identity (rounding half up). A-3 does
 not: 26,967 is 30 % of the *tail* identities (0.3 x 89,891 = 26,967.3), so its row reads as if the
@@ -33,9 +31,12 @@ A-3 keeps 16,967 tail identities; with 26,967 it would be 11.5, below A-2's 15.5
 smallest-first cuts. So: the ratio is of identities, the paper cut the smallest identities first, and
 the A-3 identity count is inconsistent with its own image count unless A-3 kept 18.9 % of the tail.
 
+How the splits are cut
+----------------------
 Therefore :func:`range_loss_a_splits` cuts the smallest tail identities first by default
 (``cut="smallest"``, ties broken at random by ``seed``); ``cut="random"`` keeps a uniformly random
 subset instead. Either way the kept tails are nested (one ordering, kept prefixes).
+:func:`range_loss_b_splits` removes identities from the tail of a random subset in the same order.
 """
 
 from __future__ import annotations
