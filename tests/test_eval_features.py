@@ -9,6 +9,7 @@ import pytest
 import scipy.stats
 
 from dbrepro.eval import feature_statistics, kurtosis
+from dbrepro.eval.features import identity_sample
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -82,3 +83,38 @@ def test_singletons_have_no_intra_pairs_and_bad_labels_are_errors() -> None:
         feature_statistics(features, [0, 1, 2])
     with pytest.raises(ValueError, match="labels: expected 3 ids"):
         feature_statistics(features, [0, 1])
+
+
+def test_identity_sample_draws_identities_with_enough_images() -> None:
+    # identity c has sizes[c] images; only identities 1, 2 and 4 have 20 or more
+    sizes = [5, 20, 31, 19, 25]
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(5), sizes))
+    indices, sample = identity_sample(labels, identities=2, images=20, seed=1)
+    assert len(indices) == 40 and len(set(indices.tolist())) == 40
+    assert sample.tolist() == [0] * 20 + [1] * 20
+    drawn = [set(labels[indices[sample == i]].tolist()) for i in range(2)]
+    assert all(len(d) == 1 for d in drawn) and drawn[0] != drawn[1]
+    assert drawn[0] | drawn[1] <= {1, 2, 4}
+    again, _ = identity_sample(labels, identities=2, images=20, seed=1)
+    assert np.array_equal(indices, again)  # seeded
+    everyone, sample = identity_sample(labels, identities=10, images=20, seed=0)
+    assert set(labels[everyone].tolist()) == {1, 2, 4} and sample.max() == 2  # fewer eligible: all of them
+
+
+def test_identity_sample_rejects_what_cannot_give_inter_class_pairs() -> None:
+    labels = np.repeat(np.arange(3), [30, 5, 5])
+    with pytest.raises(ValueError, match="only 1 identities have 20 images"):
+        identity_sample(labels, identities=10, images=20)
+    with pytest.raises(ValueError, match="images must be an integer >= 2"):
+        identity_sample(labels, images=1)
+    with pytest.raises(ValueError, match="1-D integer array"):
+        identity_sample(labels.astype(float))
+
+
+def test_the_sections_the_feature_statistics_chapter_shows_exist() -> None:
+    from dbrepro import display
+    from dbrepro.eval import features
+
+    definitions = display.doc(features, "What SD, EM and kurtosis are here").text
+    assert all(name in definitions for name in ("intra_em", "inter_kurtosis", "intra_sd", "inter_sd"))
+    assert "t-SNE maps" in display.doc(features, "Any dimension").text

@@ -2,24 +2,22 @@ r"""Statistics of deep features per identity: Range Loss §3.3, Eq. 1 and Table 
 
 The paper maps 10 identities x 20 test images to 2-D with t-SNE and reports, for "intra-class
 and inter-class pairs", a standard deviation (SD), an average Euclidean metric (EM) and the
-kurtosis of Eq. 1. It does not say what SD is the deviation of. The definitions here:
+kurtosis of Eq. 1. It does not say what SD is the deviation of.
 
-``intra_em`` / ``inter_em``
-    the mean Euclidean distance over all intra-class pairs (two different images of one
-    identity) / all inter-class pairs (images of two different identities).
-``intra_kurtosis`` / ``inter_kurtosis``
-    Eq. 1 (excess kurtosis with population moments) of those same pairwise distances: a heavy
-    tail of unusually distant pairs -- "infrequent extreme samples" -- raises it.
-``intra_sd``
-    the spread of the feature vectors around their own class centre,
-    :math:`\sqrt{\frac{1}{n}\sum_i \lVert x_i - \mu_{y_i}\rVert^2}` over the images of every
-    identity with at least two images (population, like Eq. 1).
-``inter_sd``
-    the spread of all feature vectors around the global centre,
-    :math:`\sqrt{\frac{1}{n}\sum_i \lVert x_i - \mu\rVert^2}`.
+What SD, EM and kurtosis are here
+---------------------------------
+- ``intra_em`` / ``inter_em``: the mean Euclidean distance over all intra-class pairs (two
+  different images of one identity) / all inter-class pairs (images of two different identities).
+- ``intra_kurtosis`` / ``inter_kurtosis``: Eq. 1 (excess kurtosis with population moments) of those
+  same pairwise distances: a heavy tail of unusually distant pairs -- "infrequent extreme samples" --
+  raises it.
+- ``intra_sd``: the spread of the feature vectors around their own class centre,
+  ``sqrt(mean_i ||x_i - mu_(y_i)||^2)`` over the images of every identity with at least two images
+  (population, like Eq. 1).
+- ``inter_sd``: the spread of all feature vectors around the global centre, ``sqrt(mean_i ||x_i - mu||^2)``.
 
 Why SD of the features rather than the standard deviation of the pair distances: the mean
-distance over the pairs of n points is at most :math:`\sqrt{2n/(n-1)}` times this SD (about
+distance over the pairs of n points is at most ``sqrt(2n / (n - 1))`` times this SD (about
 1.25 times for a Gaussian blob), whereas the distances within a compact cluster have EM/std
 near 2 (1.91 for a 2-D Gaussian). Table 5's EM/SD ratios run from 0.76 to 1.50 (intra
 0.89-1.50, inter 0.76-1.24). t-SNE maps of 10 x 20 simulated identities give EM/SD of about
@@ -28,8 +26,16 @@ the pair distances, which no row of Table 5 comes near. Two intra rows (1.46, 1.
 exceed the bound (1.45 for 20 images), and the inter-class kurtosis values near -2 fit neither
 reading, so the paper's exact recipe differs somewhere; its numbers are not a target.
 
+Any dimension
+-------------
 All statistics depend only on distances, so they work in any dimension (2-D t-SNE maps or raw
 embeddings) and are invariant to rotations of the map.
+
+The sample
+----------
+:func:`identity_sample` draws §3.3's sample (n identities, m images each) from any labels array:
+from a labelled test set when there is one, else from the identities of a training set that have at
+least m images (those are in every Range Loss A split: the head holds 20 images or more).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import torch
 
 from dbrepro.eval._checks import ensure_embeddings, ensure_ids
 
-__all__ = ["kurtosis", "feature_statistics"]
+__all__ = ["feature_statistics", "identity_sample", "kurtosis"]
 
 
 def kurtosis(x: Any) -> float:
@@ -127,3 +133,28 @@ def feature_statistics(features: Any, labels: Any, chunk: int = 2048) -> dict[st
         "n_intra_pairs": int(count[0]),
         "n_inter_pairs": int(count[1]),
     }
+
+
+def identity_sample(labels: Any, identities: int = 10, images: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """§3.3's sample: ``identities`` identities drawn at random among those with at least ``images`` images,
+    and ``images`` of each drawn at random (the paper: "10 identities and 20 face images for each identity").
+
+    Returns ``(indices, sample_labels)``: positions in ``labels`` (identity by identity, in the order drawn)
+    and the identities renumbered ``0 .. n-1`` in that order. When fewer identities have ``images`` images,
+    all of them are taken (at least two are needed for inter-class statistics); the caller reports ``n``.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"identity_sample: labels must be a 1-D integer array, got shape {arr.shape} of {arr.dtype}")
+    for name, value in (("identities", identities), ("images", images)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 2:
+            raise ValueError(f"identity_sample: {name} must be an integer >= 2, got {value!r}")
+    ids, counts = np.unique(arr, return_counts=True)
+    eligible = ids[counts >= images]
+    if len(eligible) < 2:
+        raise ValueError(f"identity_sample: only {len(eligible)} identities have {images} images or more; "
+                         "inter-class statistics need two")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(eligible, size=min(int(identities), len(eligible)), replace=False)
+    indices = np.concatenate([rng.choice(np.flatnonzero(arr == c), size=int(images), replace=False) for c in chosen])
+    return indices, np.repeat(np.arange(len(chosen)), int(images))
