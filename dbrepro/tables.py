@@ -274,3 +274,28 @@ def verdict_counts_table(rows: Sequence[Mapping[str, Any]], first: str = "chapte
     header = [first, "claims"] + [verdict_badge(v) for v in VERDICTS]
     body = [[_td(_esc(r[first])), _td(_esc(r["claims"]))] + [_td(_esc(r.get(v, 0))) for v in VERDICTS] for r in rows]
     return _html_table(header, body, ["24%", "12%", "16%", "16%", "16%", "16%"], "dbrepro-counts")
+
+
+# -- Part I (Range Loss) -------------------------------------------------------------------------------
+
+#: what each verification suite varies, as the Range Loss chapters label their columns ("{}": the benchmark)
+SUITE_LABELS = {"lfw": "{}", "cplfw": "cross-pose ({})", "calfw": "cross-age ({})", "agedb": "cross-age ({})",
+                "cfp_fp": "frontal-profile ({})", "blufr": "{} (all vs all)"}
+
+
+def suite_labels(names: Iterable[str], synthetic: bool) -> dict[str, str]:
+    """Column labels of the verification suites ``names``: the benchmark each stands for (``"-like"`` on a
+    synthetic world: ``"LFW-like"``, ``"cross-pose (CPLFW-like)"``), and what it varies.
+
+    >>> suite_labels(["lfw", "cplfw"], synthetic=True)
+    {'lfw': 'LFW-like', 'cplfw': 'cross-pose (CPLFW-like)'}
+    """
+    from .chapter import SUITE_TITLES
+
+    like = "-like" if synthetic else ""
+    out = {}
+    for name in names:
+        if name not in SUITE_TITLES:
+            raise KeyError(f"suite_labels: no benchmark is known for suite {name!r}; known: {', '.join(SUITE_TITLES)}")
+        out[name] = SUITE_LABELS.get(name, "{}").format(SUITE_TITLES[name] + like)
+    return out

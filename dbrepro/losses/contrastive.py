@@ -10,7 +10,9 @@
 
 averaged over the pairs built inside the mini-batch, then multiplied by ``weight``.
 
-Pairs (Range Loss §3.2 describes its own construction; both are here):
+Pairs
+-----
+Range Loss §3.2 describes its own construction; both are here:
 
 - default: every positive pair ``i < j`` of the batch, and as many negative pairs drawn uniformly at
   random (without replacement, from the loss's own seeded generator) from all ``i < j`` pairs of
