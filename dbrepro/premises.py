@@ -11,10 +11,11 @@ Three measurements on a trained CosFace baseline (issue 4):
    class's IC and the number of training identities of its domain (and, as a control, with the
    class's own image count, which must not be what IC measures).
 
-And three helpers of the Part II chapters: :func:`attribute_frequencies` (a world's groups or age bands,
+And helpers of the Part II chapters: :func:`attribute_frequencies` (a world's groups or age bands,
 most frequent first), :func:`image_sample` (which training images a statistic over the training set
-decodes) and :func:`margin_slack` (how far each training image lies past its class's decision boundary,
-the quantity of DB Fig. 6a).
+decodes), :func:`margin_slack` (how far each training image lies past its class's decision boundary,
+the quantity of DB Fig. 6a) and :func:`gate_fit_intervals` (how well the RBM gate follows its target, with
+an error bar from one trained model).
 """
 
 from __future__ import annotations
@@ -156,3 +157,45 @@ def margin_slack(embeddings: torch.Tensor, prototypes: torch.Tensor, labels: Any
     mean_slack = torch.zeros(len(counts)).index_add_(0, labels, slack) / counts
     satisfied = torch.zeros(len(counts)).index_add_(0, labels, (slack > m).float()) / counts
     return mean_slack.numpy(), satisfied.numpy()
+
+
+def gate_fit_intervals(gate: Any, target: Any, labels: Any, n: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """How well a gate ``f(x)`` follows its target ``DFI_y`` (DB Eq. 4) over training images, with a
+    bootstrap interval that needs one trained model only.
+
+    Two statistics over the images: the Pearson correlation of gate and target, and ``mse_gain``, the
+    mean squared error of the best constant (the target's variance) minus that of the gate (positive:
+    the gate predicts its target better than a constant does). Images of one class share their target,
+    so they are not independent: the bootstrap resamples *classes* (``labels``) with replacement, ``n``
+    times, each drawn class bringing all its images. Returns ``{"pearson": (low, high), "mse_gain":
+    (low, high)}``, the central ``level`` intervals.
+    """
+    gate, target = np.asarray(gate, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    labels = np.asarray(labels)
+    if not gate.shape == target.shape == labels.shape or gate.ndim != 1:
+        raise ValueError(f"gate_fit_intervals: gate {gate.shape}, target {target.shape} and labels {labels.shape} "
+                         "must be one value per image")
+    classes, index = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError("gate_fit_intervals: the bootstrap resamples classes and needs at least two")
+    # per-class sums; a resample is a multinomial weight per class, and every statistic a weighted sum
+    parts = np.stack([np.ones_like(gate), gate, target, gate ** 2, target ** 2, gate * target, (gate - target) ** 2])
+    sums = np.stack([np.bincount(index, weights=row, minlength=len(classes)) for row in parts], axis=1)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(classes), np.full(len(classes), 1 / len(classes)), size=n)
+    count, sg, st, sgg, stt, sgt, see = (weights @ sums).T
+    var_g, var_t = count * sgg - sg ** 2, count * stt - st ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pearson = (count * sgt - sg * st) / np.sqrt(var_g * var_t)
+    mse_gain = (stt / count - (st / count) ** 2) - see / count
+    tail = (1 - level) / 2 * 100
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return float("nan"), float("nan")
+        low, high = np.percentile(values, [tail, 100 - tail])
+        return float(low), float(high)
+
+    return {"pearson": interval(pearson), "mse_gain": interval(mse_gain)}

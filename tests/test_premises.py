@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dbrepro.premises import (attribute_frequencies, class_domains, compactness_vs_domain, domain_accuracy, image_sample,
-                              margin_slack)
+from dbrepro.premises import (attribute_frequencies, class_domains, compactness_vs_domain, domain_accuracy,
+                              gate_fit_intervals, image_sample, margin_slack)
 
 
 def fake_world():
@@ -70,6 +70,35 @@ def test_image_sample_is_everything_or_a_seeded_sorted_sample():
     assert not np.array_equal(a, image_sample(1000, at_most=50, seed=4))
     with pytest.raises(ValueError, match="must be positive"):
         image_sample(0)
+
+
+def test_gate_fit_intervals_separate_a_following_gate_from_a_blind_one():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(60), 5)
+    target = rng.uniform(0.2, 1.0, 60)[labels]
+    follows = target + rng.normal(0, 0.05, len(target))
+    blind = rng.uniform(0.2, 1.0, len(target))
+    good = gate_fit_intervals(follows, target, labels, n=500)
+    assert 0.9 < good["pearson"][0] <= good["pearson"][1] < 1.0 and good["mse_gain"][0] > 0
+    bad = gate_fit_intervals(blind, target, labels, n=500)
+    assert bad["pearson"][0] < 0 < bad["pearson"][1] and bad["mse_gain"][1] < 0  # worse than a constant
+    assert gate_fit_intervals(follows, target, labels, n=500) == good  # seeded
+    exact = gate_fit_intervals(target, target, labels, n=50)  # a perfect gate: every resample says so
+    assert exact["pearson"] == pytest.approx((1.0, 1.0)) and exact["mse_gain"][0] > 0
+    with pytest.raises(ValueError, match="one value per image"):
+        gate_fit_intervals(follows[:-1], target, labels)
+    with pytest.raises(ValueError, match="at least two"):
+        gate_fit_intervals(follows[:5], target[:5], labels[:5])
+
+
+def test_gate_fit_intervals_resample_whole_classes():
+    # class 0: the gate equals its target; class 1: the gate is its target reversed. A resample holds whole
+    # classes: two copies of class 0 (Pearson 1, mse_gain 0.25 - 0), two of class 1 (-1, 0.25 - 1) or
+    # one of each (0, 0.25 - 0.5), with probabilities 1/4, 1/4 and 1/2
+    gate, target, labels = np.array([1.0, 2.0, 1.0, 2.0]), np.array([1.0, 2.0, 2.0, 1.0]), np.array([0, 0, 1, 1])
+    out = gate_fit_intervals(gate, target, labels, n=400, level=0.9)
+    assert out["pearson"] == pytest.approx((-1.0, 1.0))
+    assert out["mse_gain"] == pytest.approx((-0.75, 0.25))
 
 
 def test_margin_slack_by_hand():
