@@ -65,12 +65,14 @@ def train(cfg: TrainConfig, *, device: str | torch.device = "auto", progress: bo
             dataset = specs.training_set(train_cfg.data)
             t0 = time.perf_counter()
             try:
-                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers)
+                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers,
+                             label=name)
             except UnusableCheckpointError as e:
                 if _is_main_process():
                     _say(run, f"{name}: {e}; discarding it and training from scratch")
                     run.checkpoint_path.unlink(missing_ok=True)
-                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers)
+                result = fit(train_cfg, dataset, run=run, device=device, progress=progress, num_workers=num_workers,
+                             label=name)
         except Exception as e:
             if _is_main_process():
                 run.mark_failed(f"{type(e).__name__}: {e}")
