@@ -233,10 +233,7 @@ class RangeLoss(nn.Module):
         The paper gives no value (M is a squared distance in the units of the features). Our embeddings end
         in a ``BatchNorm1d``, so each of their D coordinates has roughly unit variance, and two unrelated
         embeddings lie about ``2 D`` apart (squared): with ``M = 2 D`` the hinge of Eq. 4 asks the two closest
-        centres of a batch to be as far apart as two unrelated embeddings. The centres of two K-image
-        identities whose between-identity share of the variance is ``rho`` lie about
-        ``2 D (rho + (1 - rho) / K)`` apart, less than ``2 D``, so the hinge should stay active on the closest
-        pair of every batch; while it is active its gradient does not depend on M. rl-05 measures where M falls
+        centres of a batch to be as far apart as two unrelated embeddings. rl-05 measures where that puts M
         among the centre distances of a trained model.
         """
         return 2.0 * float(embedding_size) if self.margin is None else self.margin
