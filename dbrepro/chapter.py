@@ -139,7 +139,8 @@ class Chapter:
         from .eval import paired_bootstrap
 
         boot = paired_bootstrap(*correct)
-        means = [100 * float(np.mean([c.mean() for c in side])) for side in correct]
+        folds = [s.folds for s in suites.values()]
+        means = [100 * float(np.mean([_fold_mean(c, f) for c, f in zip(side, folds)])) for side in correct]
         ours = (f"{names[0]} {means[0]:.2f} vs {names[1]} {means[1]:.2f}: {100 * boot['difference']:+.2f} points, "
                 f"95% interval [{100 * boot['low']:+.2f}, {100 * boot['high']:+.2f}]")
         return Comparison(compare_intervals(boot["low"], boot["high"], expect), ours,
@@ -171,8 +172,8 @@ class Chapter:
         """Write the chapter's results file, with its running time, and say so in one line."""
         self.results.add("seconds", round(time.perf_counter() - self.started, 1))
         self.results.save()
-        n = len(self.results.claims)
-        print(f"{self.name}: {n} claim{'s' * (n != 1)} and {len(self.results.numbers)} numbers recorded "
+        n, m = len(self.results.claims), len(self.results.numbers)
+        print(f"{self.name}: {n} claim{'s' * (n != 1)} and {m} number{'s' * (m != 1)} recorded "
               f"in {self.results.numbers['seconds']:.0f} s")
 
 
@@ -199,6 +200,11 @@ def setup(name: str, profile: str | Profile, *, seed: int = 0, device: str = "au
 
 
 # -- helpers several chapters share -----------------------------------------------------------------------
+
+def _fold_mean(correct: np.ndarray, folds: np.ndarray) -> float:
+    """The 10-fold protocol's accuracy from per-pair correctness: the mean over folds of each fold's mean."""
+    return float(np.mean([correct[folds == f].mean() for f in np.unique(folds)]))
+
 
 def _select(table: Any, where: dict[str, Any]) -> Any:
     mask = np.ones(len(table), dtype=bool)

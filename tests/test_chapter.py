@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dbrepro import chapter
 from dbrepro.eval import held_out_correct, paired_bootstrap, verification
@@ -52,3 +53,15 @@ def test_compare_a_single_run_uses_a_paired_bootstrap(monkeypatch):
     table = pd.DataFrame([{"method": m, "seed": 0, "suite": "lfw", "run": m, "accuracy": 0.0} for m in noisy])
     c = ch.compare(table, {"method": "good"}, {"method": "bad"}, {"lfw": suite})
     assert c.verdict == "reproduced" and "paired bootstrap" in c.error_bar and "95% interval" in c.ours
+
+
+def test_synthetic_domain_suites_hold_only_their_own_pairs_images():
+    ch = chapter.setup("t", "smoke")
+    whole = ch.world.suites["rfw"]
+    parts = ch.data.domain_suites("rfw")
+    assert sum(len(p) for p in parts.values()) == len(whole)
+    for group, part in parts.items():
+        keep = (whole.meta["group"] == group).to_numpy()
+        assert len(part.images) < len(whole.images)
+        assert torch.equal(part.images[part.pairs.reshape(-1)], whole.images[whole.pairs[keep].reshape(-1)])
+        assert (part.folds == whole.folds[keep]).all() and (part.issame == whole.issame[keep]).all()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from . import specs
 
@@ -121,10 +122,11 @@ class DataSource:
             out = {}
             for domain in dict.fromkeys(suite.meta[column]):
                 keep = (suite.meta[column] == domain).to_numpy()
-                out[domain] = PairSuite(name=f"{benchmark}/{domain}", images=suite.images, pairs=suite.pairs[keep],
-                                        issame=suite.issame[keep], folds=suite.folds[keep],
-                                        meta=suite.meta[keep].reset_index(drop=True), stands_for=suite.stands_for,
-                                        description=f"{suite.description} ({domain})")
+                used, pairs = np.unique(suite.pairs[keep], return_inverse=True)  # only this domain's images
+                out[domain] = PairSuite(name=f"{benchmark}/{domain}", images=suite.images[torch.from_numpy(used)],
+                                        pairs=pairs.reshape(-1, 2), issame=suite.issame[keep],
+                                        folds=suite.folds[keep], meta=suite.meta[keep].reset_index(drop=True),
+                                        stands_for=suite.stands_for, description=f"{suite.description} ({domain})")
             return out
         out = {}
         for domain, stem in DOMAIN_PACKS[benchmark].items():
