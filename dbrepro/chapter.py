@@ -180,14 +180,30 @@ class Chapter:
 def setup(name: str, profile: str | Profile, *, seed: int = 0, device: str = "auto", output_dir: str | None = None,
           data_root: str | None = None, dataset: str = "casia") -> Chapter:
     """Set up chapter ``name``: resolve the profile and device, shift the profile's seeds by ``seed``, open
-    the results file (``output_dir``, or the cache when run by hand) and open the profile's data.
+    the results file (``output_dir``, or the cache when run by hand) and open the chapter's data.
 
-    Profiles that need real data (``paper``) read ``data_root``, an InsightFace folder of ``dataset``
-    ("casia" for CASIA-WebFace, "ms1mv2" for MS1MV2); without it they stop with a clear error instead of
-    falling back to synthetic data. The smoke and cpu profiles read their synthetic world.
+    ``dataset`` says what the chapter reads:
+
+    - ``"casia"`` / ``"ms1mv2"``: the profile's synthetic world in the smoke and cpu profiles; in the profiles
+      that need real data (``paper``, ``rehearsal``) the InsightFace folder ``data_root`` of CASIA-WebFace or
+      MS1MV2, and without it a clear error, never a fallback to synthetic data;
+    - ``"synthetic"``: a synthetic world in every profile (a chapter about the world itself; the real-data
+      profiles show the cpu world, the rehearsal profile its own);
+    - ``"lfw"``: LFW from ``data_root`` in every profile (:func:`dbrepro.data.sources.lfw`; the profiles whose
+      numbers mean nothing train on its people with at least 20 images), or no data when it is not given.
     """
     p = get_profile(profile)
-    if p.needs_data_path:
+    if dataset == "lfw":
+        from .data.splits import PAPER_TAIL_BELOW
+
+        data = sources.lfw(data_root, p.image_size, min_images=1 if p.numbers_meaningful else PAPER_TAIL_BELOW)
+    elif dataset == "synthetic":
+        world_profile = p if not p.needs_data_path else ("rehearsal" if p.name == "rehearsal" else "cpu")
+        world_profile = get_profile(world_profile).replace(needs_data_path=False)
+        data = sources.synthetic(recipes.world_data(world_profile))
+    elif dataset not in sources.DATASETS:
+        raise ValueError(f"{name}: unknown dataset {dataset!r}: choose casia, ms1mv2, synthetic or lfw")
+    elif p.needs_data_path:
         if data_root is None:
             raise ValueError(
                 f"{name}: the {p.name} profile reads real data: give the chapter its {sources.DATASETS[dataset]} "

@@ -116,8 +116,8 @@ def test_runs_without_autograd_on_a_parameter():
 
 
 def test_the_named_region_shown_by_the_dfi_chapter_holds_eq1():
-    from dbrepro import dfi, display
+    from dbrepro import dfi, show
 
-    code = display.source(dfi.inter_class_compactness, region="Eq. 1 in row blocks").text
+    code = show.source(dfi.inter_class_compactness, region="Eq. 1 in row blocks").text
     assert code.startswith("_check_weight_and_k(") and "topk(k" in code and "logsumexp(s * nearest" in code
     assert '"""' not in code and "region" not in code  # the body only, markers left out

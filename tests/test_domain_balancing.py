@@ -154,8 +154,8 @@ def test_gate_regression_trains_the_model_gate():
 
 
 def test_the_rbm_docstring_states_its_choices_in_a_named_section():
-    from dbrepro import display
+    from dbrepro import show
     from dbrepro.models import rbm
 
-    choices = display.doc(rbm, section="Choices the paper leaves open").text
+    choices = show.doc(rbm, section="Choices the paper leaves open").text
     assert choices.startswith("- `R(x) = FC(D -> H)") and "softplus" in choices and 'gate="ungated"' in choices

@@ -112,9 +112,9 @@ def test_identity_sample_rejects_what_cannot_give_inter_class_pairs() -> None:
 
 
 def test_the_sections_the_feature_statistics_chapter_shows_exist() -> None:
-    from dbrepro import display
+    from dbrepro import show
     from dbrepro.eval import features
 
-    definitions = display.doc(features, "What SD, EM and kurtosis are here").text
+    definitions = show.doc(features, "What SD, EM and kurtosis are here").text
     assert all(name in definitions for name in ("intra_em", "inter_kurtosis", "intra_sd", "inter_sd"))
-    assert "t-SNE maps" in display.doc(features, "Any dimension").text
+    assert "t-SNE maps" in show.doc(features, "Any dimension").text

@@ -293,16 +293,16 @@ def test_selection_is_what_the_loss_differentiates():
 
 
 def test_the_sections_and_regions_the_range_loss_chapter_shows_exist():
-    from dbrepro import display
+    from dbrepro import show
     from dbrepro.losses import range as range_module
 
-    assert "an identity with one sample adds nothing" in display.doc(range_module, "Rules where the paper is silent").text
-    assert "Algorithm 1" in display.doc(range_module, "Vectorised").text
-    assert "def _largest_intra_pairs(" in display.source(range_module, region="pair selection").text
-    assert "def _intra_class_range(" in display.source(range_module, region="Eq. 3").text
-    eq4 = display.source(range_module, region="Eq. 4").text
+    assert "an identity with one sample adds nothing" in show.doc(range_module, "Rules where the paper is silent").text
+    assert "Algorithm 1" in show.doc(range_module, "Vectorised").text
+    assert "def _largest_intra_pairs(" in show.source(range_module, region="pair selection").text
+    assert "def _intra_class_range(" in show.source(range_module, region="Eq. 3").text
+    eq4 = show.source(range_module, region="Eq. 4").text
     assert "def _closest_centre_pair(" in eq4 and "def _closest_centre_distance(" in eq4
-    assert "1. Eq. 7's factor" in display.doc(paper_gradients, "Where they disagree with the derivative of Eq. 3-4").text
+    assert "1. Eq. 7's factor" in show.doc(paper_gradients, "Where they disagree with the derivative of Eq. 3-4").text
 
 
 def test_the_sampler_matched_control_differs_from_range_loss_only_in_the_range_term():

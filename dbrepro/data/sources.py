@@ -37,7 +37,7 @@ DOMAIN_PACKS = {
     "rfw": {"Caucasian": "rfw_caucasian", "Indian": "rfw_indian", "Asian": "rfw_asian", "African": "rfw_african"},
     "afw": {"young": "afw_young", "middle": "afw_middle", "aged": "afw_aged"},
 }
-#: the training sets of the papers, by the name a chapter asks for
+#: the training sets of the papers, by the name a chapter asks for (InsightFace folders in the paper profile)
 DATASETS = {"casia": "CASIA-WebFace", "ms1mv2": "MS1MV2"}
 
 
@@ -171,3 +171,25 @@ def insightface(root: str | Path, dataset: str, image_size: int = 112) -> DataSo
     source.description = (f"{DATASETS[dataset]} in InsightFace format ({source.num_classes:,} identities, "
                           f"{len(source.labels):,} images; packs: {', '.join(packs) or 'none'})")
     return source
+
+
+def lfw(root: str | Path | None, image_size: int, min_images: int = 1) -> DataSource:
+    """LFW's people who are not in its View 1 test pairs (``root/lfw/<Name>/*.jpg``,
+    ``root/lfw-protocol/pairsDevTest.txt``), decoded at ``image_size``; ``root=None`` is a source with no data
+    (its chapter records its claims as not measured). Missing files are a clear error naming them."""
+    if root is None:
+        return DataSource("lfw", "no data: LFW_ROOT was not given, so nothing on this page is measured", {})
+    from .formats import LFW_CROP, list_image_folder, people_in_pairs
+
+    root = Path(root).expanduser()
+    lfw_dir, test_pairs = root / "lfw", root / "lfw-protocol" / "pairsDevTest.txt"
+    for path in (lfw_dir, test_pairs):
+        if not path.exists():
+            raise FileNotFoundError(f"{root} has no {path.relative_to(root)}; expected lfw/<Name>/<Name>_<NNNN>.jpg "
+                                    "and lfw-protocol/pairsDevTest.txt (see the LFW chapter's 'Getting LFW')")
+    spec = {"kind": "lfw", "root": str(lfw_dir.resolve()), "exclude_pairs": str(test_pairs.resolve()),
+            "image_size": image_size, "crop": LFW_CROP, "min_images": min_images}
+    _, people, _ = list_image_folder(lfw_dir, min_images=min_images, exclude=people_in_pairs(test_pairs))
+    return DataSource("lfw", f"LFW, its {people.max() + 1:,} people with at least {min_images} image(s) who are "
+                      f"not in pairsDevTest.txt ({len(people):,} images at {image_size} px)", spec,
+                      root=root, image_size=image_size)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dbrepro import display
+from dbrepro import show
 
 
 def shown():
@@ -25,20 +25,20 @@ def shown():
 
 
 def test_a_region_is_shown_without_its_markers():
-    assert display.source(shown, region="the middle").text == "y = x + 1"
-    whole = display.source(shown).text
+    assert show.source(shown, region="the middle").text == "y = x + 1"
+    whole = show.source(shown).text
     assert "region" not in whole and "y = x + 1" in whole and whole.startswith("def shown")
     with pytest.raises(KeyError, match="no region 'other'.*the middle"):
-        display.source(shown, region="other")
+        show.source(shown, region="other")
 
 
 def test_a_docstring_section_by_its_heading():
-    assert display.doc(shown, "First heading").text == "first body,\ntwo lines."
-    assert display.doc(shown, "Second").text == "second body."
+    assert show.doc(shown, "First heading").text == "first body,\ntwo lines."
+    assert show.doc(shown, "Second").text == "second body."
     with pytest.raises(KeyError, match="no section 'Third'.*First heading, Second"):
-        display.doc(shown, "Third")
+        show.doc(shown, "Third")
 
 
 def test_sphinx_roles_become_code():
-    assert display.Doc("see :func:`~dbrepro.dfi.x` and ``y``").text == "see `dbrepro.dfi.x` and `y`"
-    assert "<span" in display.source(shown)._repr_html_()  # highlighted
+    assert show.Doc("see :func:`~dbrepro.dfi.x` and ``y``").text == "see `dbrepro.dfi.x` and `y`"
+    assert "<span" in show.source(shown)._repr_html_()  # highlighted
