@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .config import resolve_device
 from .data import specs
 from .data.base import AllVsAllSuite, IdentificationSuite, PairSuite
 from .eval import evaluate_suite
-from .paths import canonical_json
+from .paths import canonical_json, jsonable
 from .runs import Run, RunState
 from .train import TrainConfig, TrainModule, fit, load_trained
 from .train.checkpoint import UnusableCheckpointError
@@ -95,11 +95,6 @@ def _say(run: Run, line: str) -> None:
     run.log(line)
 
 
-def train_all(cfgs: Iterable[TrainConfig], **kwargs: Any) -> list[Run]:
-    """:func:`train` for every config, one after the other."""
-    return [train(cfg, **kwargs) for cfg in cfgs]
-
-
 def describe(cfg: TrainConfig) -> str:
     """A short human name: ``softmax+range on A-2, seed 1``."""
     parts = [cfg.head] + list(cfg.terms)
@@ -160,25 +155,7 @@ def evaluate(run: Run, suites: Mapping[str, Any], *, device: str | torch.device 
             continue
         if module is None:
             module = load(run, device)
-        result = _jsonable(evaluate_suite(module.model, suite, device=device, flip=flip, batch_size=batch_size))
+        result = jsonable(evaluate_suite(module.model, suite, device=device, flip=flip, batch_size=batch_size))
         run.save_eval(what, result)
         out[name] = result
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict(orient="list") if hasattr(value, "columns") else value.to_dict())
-    if isinstance(value, float) and value != value:
-        return None
-    return value

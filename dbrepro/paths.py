@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
-from pathlib import Path
+import sys
+from collections.abc import Mapping
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable
 
 
@@ -53,6 +56,64 @@ def config_hash(obj: Any, version: str | int = "", length: int = 16) -> str:
     """A short sha256 of the canonical JSON of ``obj`` plus a cache ``version``."""
     h = hashlib.sha256(f"{version}\n{canonical_json(obj)}".encode())
     return h.hexdigest()[:length]
+
+
+def jsonable(value: Any, where: str = "value") -> Any:
+    """``value`` as plain JSON data (dicts, lists, strings, numbers, booleans, None).
+
+    What :meth:`dbrepro.results.Results.add` records and what :func:`dbrepro.experiments.evaluate` caches
+    both go through here, by these rules:
+
+    - a mapping becomes a dict with ``str`` keys (``{1e-05: x}`` -> ``{"1e-05": x}``); a list or tuple a
+      list; a set a sorted list;
+    - a torch tensor (detached, on the CPU) or a numpy array becomes nested lists; a numpy scalar the
+      Python number (``np.float32(0.5)`` -> ``0.5``, ``np.int64(3)`` -> ``3``, ``np.bool_`` -> ``bool``);
+    - a pandas DataFrame becomes ``{column: {index: value}}`` (``DataFrame.to_dict()``), a Series
+      ``{index: value}``, any other object with a ``to_dict()`` (a :class:`~dbrepro.train.TrainConfig`) its dict,
+      and one with a ``tolist()`` (a pandas Index or Categorical) its list;
+    - a float that is NaN or infinite becomes None, wherever it stands (a scalar, inside a list, an array or
+      a tensor): JSON has no NaN, so the files stay standard JSON that any reader parses;
+    - a :class:`~pathlib.Path` becomes its ``str``; strings, ints, bools and None stay as they are.
+
+    Anything else is a ``TypeError`` naming where it stands in ``value`` (``where`` names ``value`` itself).
+    """
+    np, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # neither can be in value unless imported
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v, where) for v in value)
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        finite = not value.is_complex() and (not value.is_floating_point() or bool(value.isfinite().all()))
+        return value.tolist() if finite else jsonable(value.tolist(), where)
+    if np is not None and isinstance(value, np.ndarray):
+        finite = value.dtype.kind in "biu" or (value.dtype.kind == "f" and bool(np.isfinite(value).all()))
+        return value.tolist() if finite else jsonable(value.tolist(), where)
+    if np is not None and isinstance(value, np.generic):
+        return jsonable(value.item(), where)
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict(), where)
+    if hasattr(value, "tolist"):  # a pandas Index or Categorical
+        return jsonable(value.tolist(), where)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, PurePath):
+        return str(value)
+    if value is None or isinstance(value, (str, int)):
+        return value
+    raise TypeError(f"{where}: cannot write a value of type {type(value).__name__} as JSON "
+                    "(give numbers, strings, lists, dicts, arrays, tensors or DataFrames)")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 (hex) of a file's bytes, read 1 MiB at a time (a model of gigabytes is never held whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def temp_file_beside(path: str | os.PathLike) -> tuple[int, str]:

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .paths import atomic_write_json, cache_root
+from .paths import atomic_write_json, cache_root, jsonable
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not measured")
 #: What a claim is about: a positive control of the world, a claim of a paper, or beyond the papers.
@@ -101,8 +101,9 @@ class Results:
         self.output_dir = output_dir(self.notebook, self.profile, self.output_dir)
 
     def add(self, name: str, value: Any) -> Any:
-        """Record a number (or a small table as a dict/list); returns ``value`` for inline use."""
-        self.numbers[name] = _jsonable(value)
+        """Record a number (or a small table: a dict, list, array or DataFrame) as JSON data
+        (:func:`dbrepro.paths.jsonable`: NaN and infinities become None); returns ``value`` for inline use."""
+        self.numbers[name] = jsonable(value, f"number {name!r}")
         return value
 
     def claim(
@@ -245,19 +246,3 @@ def compare_intervals(diff_low: float, diff_high: float, expect: str = "greater"
     if diff_high < 0:
         return "not reproduced"
     return "inconclusive"
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

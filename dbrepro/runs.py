@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import json
 import os
 import shutil
@@ -52,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .paths import atomic_write_json, atomic_write_text, cache_dir, canonical_json, config_hash
+from .paths import atomic_write_json, atomic_write_text, cache_dir, canonical_json, config_hash, file_sha256
 
 try:  # POSIX; elsewhere trainings of one run are not serialised
     import fcntl
@@ -447,7 +446,7 @@ def _check_file(path: Path, record: dict[str, Any]) -> tuple[str | None, bool]:
         return f"{path}: {st.st_size} bytes, {record['size']} when the run finished (truncated or replaced)", False
     if _stat_signature(st) == record["stat"]:
         return None, False
-    if _sha256(path) != record["sha256"]:
+    if file_sha256(path) != record["sha256"]:
         return f"{path}: its content changed since the run finished (sha256 differs)", False
     record["stat"] = _stat_signature(path.stat())
     return None, True
@@ -459,17 +458,9 @@ def _stat_signature(st: os.stat_result) -> list[int]:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    digest = _sha256(path)
+    digest = file_sha256(path)
     st = path.stat()
     return {"size": st.st_size, "sha256": digest, "stat": _stat_signature(st)}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_manifest(run: Run, files: dict[str, dict[str, Any]]) -> None:

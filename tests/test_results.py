@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from dbrepro.results import (Results, claims_frame, compare, compare_intervals, fmt_pm, load_results, mean_std,
@@ -16,6 +18,18 @@ def test_results_written_atomically_and_read_back(tmp_path):
     assert data["claims"][0]["verdict"] == "inconclusive"
     frame = claims_frame(load_results(tmp_path))
     assert list(frame["notebook"]) == ["rl-02"]
+
+
+def test_numbers_are_saved_as_standard_json(tmp_path):
+    r = Results("db-02", "smoke", tmp_path / "db-02")
+    rho = r.add("spearman", np.float64("nan"))  # returned as given, recorded as null
+    assert np.isnan(rho)
+    r.add("table", pd.DataFrame({"IC": [0.5, np.inf]}, index=["G0", "G1"]))
+    text = r.save().read_text()
+    numbers = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))["numbers"]
+    assert numbers == {"spearman": None, "table": {"IC": {"G0": 0.5, "G1": None}}}
+    with pytest.raises(TypeError, match=r"number 'when'\['t'\]: cannot write a value of type object"):
+        r.add("when", {"t": object()})
 
 
 def test_bad_verdict_and_duplicate_claim(tmp_path):

@@ -246,8 +246,8 @@ def test_another_runs_model_and_manifest_are_found(cache):
 def test_intact_files_with_a_new_stat_are_rehashed_once(cache, monkeypatch):
     run = finished({"x": 7})
     hashed = []
-    real = runs._sha256
-    monkeypatch.setattr(runs, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    real = runs.file_sha256
+    monkeypatch.setattr(runs, "file_sha256", lambda path: hashed.append(path.name) or real(path))
     assert state(run) is COMPLETE and hashed == []  # opening a run stats its files, hashes none
     copy = runs.Run(run.key, cache / "elsewhere" / run.key)
     shutil.copytree(run.dir, copy.dir)  # new inodes: rehashed, found intact, stat remembered

@@ -45,7 +45,7 @@ def kernel_env() -> dict[str, str]:
 from .execute import NotebookFailed, execute_notebook, this_interpreter_kernel
 from .layout import BookError, BuildLayout, remove
 from .params import declared_parameters, notebook_parameters
-from .status import file_sha256, notebook_record, now, read_status, reconcile, record_attempt, write_status
+from .status import notebook_record, now, read_status, reconcile, record_attempt, sha256_or_none, write_status
 from .toc import notebooks_in_order, parameters_cell_problems, read_notebook, toc_problems
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -280,7 +280,7 @@ def _run_plan(plan: list[tuple[str, Any]], params: dict[str, Any], profile: str,
                         notebooks_dir / f"{name}.md", None, parameters, notebooks_dir, log_output=log_output,
                         kernel_name=kernel, on_cell=display.on_cell, env={PROGRESS_ENV: str(progress_file), **kernel_env()},
                         display_root=display_root)
-                sha = file_sha256(staged_results / RESULTS_FILE)
+                sha = sha256_or_none(staged_results / RESULTS_FILE)
                 if sha is None:
                     raise NotebookFailed(name, f"it ran, but wrote no {RESULTS_FILE} into OUTPUT_DIR")
             except NotebookFailed as e:
@@ -355,7 +355,7 @@ def _recover(layout: BuildLayout, staging: Path, broken: dict[str, str]) -> dict
     done = {}
     for name in broken:
         final, target = layout.output_dir(name), layout.executed(name)
-        results_sha = file_sha256(final / RESULTS_FILE)
+        results_sha = sha256_or_none(final / RESULTS_FILE)
         current = notebook_record(target) or {}
         for leftover in sorted(staging.glob(f"*/{name}")):
             staged_nb = leftover / f"{name}.ipynb"
@@ -364,7 +364,7 @@ def _recover(layout: BuildLayout, staging: Path, broken: dict[str, str]) -> dict
                 os.replace(staged_nb, target)
                 done[name] = "completed the commit a killed run left half done"
                 break
-            if current.get("results_sha256") and file_sha256(previous / RESULTS_FILE) == current["results_sha256"]:
+            if current.get("results_sha256") and sha256_or_none(previous / RESULTS_FILE) == current["results_sha256"]:
                 remove(final)
                 os.replace(previous, final)
                 done[name] = "restored the outputs a killed run had begun to replace"

@@ -25,12 +25,11 @@ is broken; the executor removes those halves, ``build`` refuses them.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..paths import atomic_write_json
+from ..paths import atomic_write_json, file_sha256
 from ..results import RESULTS_FILE
 from .layout import BuildLayout
 
@@ -61,10 +60,10 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     atomic_write_json(path, status)
 
 
-def file_sha256(path: Path) -> str | None:
-    """The sha256 of a file, or None when it does not exist or cannot be read."""
+def sha256_or_none(path: Path) -> str | None:
+    """The sha256 of a file (:func:`dbrepro.paths.file_sha256`), or None when it does not exist or cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
@@ -97,7 +96,7 @@ def outputs_on_disk(layout: BuildLayout, name: str, entry: dict[str, Any] | None
     record = notebook_record(executed)
     if record is None:
         return None, f"{executed.name} is not a readable notebook"
-    sha = file_sha256(results_dir / RESULTS_FILE)
+    sha = sha256_or_none(results_dir / RESULTS_FILE)
     if sha is None:
         return None, f"results/{name}/{RESULTS_FILE} is missing"
     if not record:  # before the executor wrote records: trust an "ok" entry

@@ -52,11 +52,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..paths import file_sha256
 from .base import FaceDataset, IndexSubset, TensorFaces
 
 KINDS = ("synth", "recordio", "folder", "lfw")
-#: Kinds read from disk, whose specs are fingerprinted (:func:`with_fingerprint`).
-ON_DISK_KINDS = ("recordio", "folder", "lfw")
 
 
 def _key(spec: dict[str, Any]) -> str:
@@ -114,7 +113,7 @@ def fingerprint(spec: dict[str, Any]) -> dict[str, Any] | None:
             pairs = Path(spec["exclude_pairs"])
             if not pairs.is_file():
                 raise FileNotFoundError(f"{pairs}: pairs file not found (exclude_pairs of the data spec)")
-            fp["sha256"] = _digest(fp["sha256"], "exclude_pairs", _file_sha256(pairs))
+            fp["sha256"] = _digest(fp["sha256"], "exclude_pairs", file_sha256(pairs))
         return fp
     return None
 
@@ -174,14 +173,6 @@ def _stat_key(path: Path) -> tuple[int, int, int, int]:
 
 def _digest(*parts: Any) -> str:
     return hashlib.sha256("\n".join(str(p) for p in parts).encode()).hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=16)
