@@ -9,15 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dbrepro.eval import (
-    GallerySearch,
-    identification_rank1,
-    identification_rank_k,
-    identification_tar_at_far,
-    open_set_identification,
-    open_set_split,
-    tar_at_far,
-)
+from dbrepro.eval import GallerySearch, open_set_identification, open_set_split, tar_at_far
+from dbrepro.eval.identification import count_mate_pairs, impostors_to_keep
 
 
 def at(*degrees: float) -> torch.Tensor:
@@ -36,6 +29,14 @@ def random_world(seed: int = 0, p: int = 120, g: int = 80, m: int = 900, d: int 
     return probes, probe_ids, gallery, gallery_ids, distractors
 
 
+def rank_k(probes, probe_ids, gallery, gallery_ids, distractors=(), ks=(1, 5, 10), **chunks) -> dict[int, float]:
+    """Closed-set rank-k through one GallerySearch, the distractors added chunk by chunk."""
+    search = GallerySearch(probes, probe_ids, gallery, gallery_ids, **chunks)
+    for chunk in distractors:
+        search.add_distractors(chunk)
+    return search.rank_k(ks)
+
+
 def brute_rank_k(probes, probe_ids, gallery, gallery_ids, distractors, ks):
     candidates = F.normalize(torch.cat([gallery, distractors]), dim=1)
     ids = np.concatenate([gallery_ids, np.full(len(distractors), -1)])
@@ -47,8 +48,8 @@ def test_rank_on_a_hand_example() -> None:
     gallery, gallery_ids = at(0, 90), np.array([0, 1])
     probes, probe_ids = at(10, 50), np.array([0, 1])
     distractor = at(45)  # 5 degrees from probe 1, 35 from probe 0
-    assert identification_rank1(probes, probe_ids, gallery, gallery_ids) == 1.0
-    assert identification_rank_k(probes, probe_ids, gallery, gallery_ids, distractor, ks=(1, 2)) == {1: 0.5, 2: 1.0}
+    assert rank_k(probes, probe_ids, gallery, gallery_ids, ks=(1,)) == {1: 1.0}
+    assert rank_k(probes, probe_ids, gallery, gallery_ids, [distractor], ks=(1, 2)) == {1: 0.5, 2: 1.0}
     search = GallerySearch(probes, probe_ids, gallery, gallery_ids)
     search.add_distractors(distractor)
     np.testing.assert_array_equal(search.ranks(), [1, 2])
@@ -56,67 +57,63 @@ def test_rank_on_a_hand_example() -> None:
 
 
 def test_rank_k_equals_a_full_sort() -> None:
-    world = random_world()
-    assert identification_rank_k(*world, ks=(1, 5, 10)) == pytest.approx(brute_rank_k(*world, ks=(1, 5, 10)))
+    probes, probe_ids, gallery, gallery_ids, distractors = random_world()
+    assert rank_k(probes, probe_ids, gallery, gallery_ids, [distractors]) == pytest.approx(
+        brute_rank_k(probes, probe_ids, gallery, gallery_ids, distractors, ks=(1, 5, 10)))
 
 
 @pytest.mark.parametrize(("chunk", "probe_chunk"), [(1, 7), (37, 1), (64, 50), (5000, 5000)])
 def test_chunking_does_not_change_the_answer(chunk: int, probe_chunk: int) -> None:
     probes, probe_ids, gallery, gallery_ids, distractors = random_world(1)
-    whole = identification_rank_k(
-        probes, probe_ids, gallery, gallery_ids, distractors, chunk=10_000, probe_chunk=10_000
-    )
-    chunked = identification_rank_k(
-        probes, probe_ids, gallery, gallery_ids, distractors, chunk=chunk, probe_chunk=probe_chunk
-    )
+    whole = rank_k(probes, probe_ids, gallery, gallery_ids, [distractors], chunk=10_000, probe_chunk=10_000)
+    chunked = rank_k(probes, probe_ids, gallery, gallery_ids, [distractors], chunk=chunk, probe_chunk=probe_chunk)
     assert chunked == whole
 
 
-def test_distractors_as_an_iterator_equal_the_tensor() -> None:
+def test_distractors_added_in_chunks_equal_the_whole_tensor() -> None:
     probes, probe_ids, gallery, gallery_ids, distractors = random_world(2)
-    as_tensor = identification_rank_k(probes, probe_ids, gallery, gallery_ids, distractors)
-    as_iter = identification_rank_k(
-        probes, probe_ids, gallery, gallery_ids, (distractors[i : i + 100] for i in range(0, 900, 100)), chunk=33
-    )
-    as_array = identification_rank_k(probes, probe_ids, gallery, gallery_ids, distractors.numpy())
-    assert as_tensor == as_iter == as_array
+    as_tensor = rank_k(probes, probe_ids, gallery, gallery_ids, [distractors])
+    in_chunks = rank_k(probes, probe_ids, gallery, gallery_ids, distractors.split(100), chunk=33)
+    as_array = rank_k(probes, probe_ids, gallery, gallery_ids, [distractors.numpy()])
+    assert as_tensor == in_chunks == as_array
 
 
 def test_ties_with_a_non_mate_count_against_the_probe() -> None:
     gallery, gallery_ids = at(0, 0), np.array([0, 1])  # two identical gallery images
-    assert identification_rank1(at(10), np.array([0]), gallery, gallery_ids) == 0.0
+    assert rank_k(at(10), np.array([0]), gallery, gallery_ids, ks=(1,)) == {1: 0.0}
 
 
 def test_streamed_tar_at_far_equals_the_full_score_matrix() -> None:
     probes, probe_ids, gallery, gallery_ids, distractors = random_world(3)
     fars = [1e-4, 1e-3, 1e-2]
-    streamed = identification_tar_at_far(probes, probe_ids, gallery, gallery_ids, distractors, far=fars, chunk=100)
+    impostors = len(probes) * (len(gallery) + len(distractors)) - count_mate_pairs(probe_ids, gallery_ids)
+    search = GallerySearch(probes, probe_ids, gallery, gallery_ids, keep_impostors=impostors_to_keep(fars, impostors),
+                           chunk=100)
+    for chunk in distractors.split(300):
+        search.add_distractors(chunk)
+    assert search.num_impostors == impostors
     scores = F.normalize(probes, dim=1) @ F.normalize(torch.cat([gallery, distractors]), dim=1).T
     ids = np.concatenate([gallery_ids, np.full(len(distractors), -1)])
     same = probe_ids[:, None] == ids[None, :]
-    assert streamed == tar_at_far(scores.flatten().numpy(), same.ravel(), fars)
+    assert search.tar_at_far(fars) == tar_at_far(scores.flatten().numpy(), same.ravel(), fars)
 
 
-def test_tar_at_far_needs_the_number_of_streamed_distractors() -> None:
-    probes, probe_ids, gallery, gallery_ids, distractors = random_world(4)
-    chunks = (distractors[i : i + 300] for i in range(0, 900, 300))
-    with pytest.raises(ValueError, match="pass num_distractors"):
-        identification_tar_at_far(probes, probe_ids, gallery, gallery_ids, chunks)
-    chunks = (distractors[i : i + 300] for i in range(0, 900, 300))
-    with pytest.raises(ValueError, match="num_distractors=800 but 900"):
-        identification_tar_at_far(probes, probe_ids, gallery, gallery_ids, chunks, far=1e-3, num_distractors=800)
+def test_tar_at_far_needs_kept_impostor_scores() -> None:
+    probes, probe_ids, gallery, gallery_ids, _ = random_world(4)
+    with pytest.raises(ValueError, match="create it with keep_impostors > 0"):
+        GallerySearch(probes, probe_ids, gallery, gallery_ids).tar_at_far(1e-3)
 
 
 def test_bad_inputs_are_named() -> None:
     probes, probe_ids, gallery, gallery_ids, distractors = random_world(5)
     with pytest.raises(ValueError, match="no gallery image of their identity"):
-        identification_rank1(probes, probe_ids + 100, gallery, gallery_ids)
+        rank_k(probes, probe_ids + 100, gallery, gallery_ids)
     with pytest.raises(ValueError, match="probe_ids: expected 120 ids"):
-        identification_rank1(probes, probe_ids[:-1], gallery, gallery_ids)
+        rank_k(probes, probe_ids[:-1], gallery, gallery_ids)
     with pytest.raises(ValueError, match="distractors have dimension 3"):
-        identification_rank1(probes, probe_ids, gallery, gallery_ids, torch.randn(4, 3))
+        rank_k(probes, probe_ids, gallery, gallery_ids, [torch.randn(4, 3)])
     with pytest.raises(ValueError, match=r"probes: expected shape \(N, D\)"):
-        identification_rank1(probes[0], probe_ids, gallery, gallery_ids)
+        rank_k(probes[0], probe_ids, gallery, gallery_ids)
 
 
 def test_open_set_dir_on_a_hand_example() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dbrepro.eval import all_pair_scores, bootstrap_ci, contiguous_folds, pair_scores, verification
+from dbrepro.eval import all_pair_scores, contiguous_folds, pair_scores, paired_bootstrap, verification
 
 
 def reference_verification(scores: np.ndarray, issame: np.ndarray, fold_of: np.ndarray) -> tuple[list, list]:
@@ -132,26 +132,16 @@ def test_all_pair_scores_cover_every_pair_once(chunk: int) -> None:
     np.testing.assert_array_equal(same, ids[i] == ids[j])
 
 
-def test_bootstrap_interval_covers_the_mean_with_the_normal_width() -> None:
+def test_paired_bootstrap_interval_has_the_normal_width() -> None:
     rng = np.random.default_rng(1)
-    scores = rng.normal(size=2000)
-    issame = np.ones(2000, bool)
-    ci = bootstrap_ci(scores, issame, lambda s, y: s.mean(), n=400, seed=0)
-    assert ci["low"] < ci["estimate"] < ci["high"]
-    expected_width = 2 * 1.96 * scores.std() / math.sqrt(2000)
-    assert ci["high"] - ci["low"] == pytest.approx(expected_width, rel=0.15)
-    again = bootstrap_ci(scores, issame, lambda s, y: s.mean(), n=400, seed=0)
-    np.testing.assert_array_equal(again["samples"], ci["samples"])
-
-
-def test_bootstrap_of_verification_accuracy() -> None:
-    rng = np.random.default_rng(2)
-    issame = rng.random(600) < 0.5
-    scores = rng.normal(size=600) + 2 * issame
-    ci = bootstrap_ci(scores, issame, lambda s, y: verification(s, y)["accuracy"], n=50)
-    assert ci["low"] <= ci["estimate"] <= ci["high"]
-    with pytest.raises(ValueError, match="alpha"):
-        bootstrap_ci(scores, issame, lambda s, y: 0.0, alpha=1.5)
+    a, b = rng.random(2000) < 0.9, rng.random(2000) < 0.8  # per-pair correctness of two models
+    boot = paired_bootstrap([a], [b], n=400, seed=0)
+    d = a.astype(float) - b
+    assert boot["difference"] == pytest.approx(d.mean())
+    assert boot["low"] < boot["difference"] < boot["high"]
+    expected_width = 2 * 1.96 * d.std() / math.sqrt(2000)
+    assert boot["high"] - boot["low"] == pytest.approx(expected_width, rel=0.15)
+    assert paired_bootstrap([a], [b], n=400, seed=0) == boot  # seeded
 
 
 @pytest.mark.parametrize("module", ["dbrepro.eval.verification", "dbrepro.eval.grouping"])

@@ -8,14 +8,7 @@ from dbrepro.eval._checks import ensure_embeddings, ensure_ids, ensure_scores
 from dbrepro.eval.embed import embed, embed_chunks, embed_with_aux, keep_rendered_distractors
 from dbrepro.eval.features import feature_statistics, kurtosis
 from dbrepro.eval.grouping import by_group, group_spread, neighbour_agreement, verification_by
-from dbrepro.eval.identification import (
-    GallerySearch,
-    identification_rank1,
-    identification_rank_k,
-    identification_tar_at_far,
-    open_set_identification,
-    open_set_split,
-)
+from dbrepro.eval.identification import GallerySearch, open_set_identification, open_set_split
 from dbrepro.eval.roc import (
     FarResolutionWarning,
     OperatingPoint,
@@ -26,9 +19,9 @@ from dbrepro.eval.roc import (
     roc_curve,
     tar_at_far,
 )
-from dbrepro.eval.suites import ALL_VS_ALL_FARS, IDENTIFICATION_FAR, OPEN_SET_FAR, evaluate, evaluate_suite
-from dbrepro.eval.verification import (all_pair_scores, bootstrap_ci, contiguous_folds, held_out_correct, paired_bootstrap,
-                                       pair_scores, verification)
+from dbrepro.eval.suites import ALL_VS_ALL_FARS, IDENTIFICATION_FAR, OPEN_SET_FAR, evaluate_suite
+from dbrepro.eval.verification import (all_pair_scores, contiguous_folds, held_out_correct, paired_bootstrap, pair_scores,
+                                       verification)
 
 __all__ = [
     "ALL_VS_ALL_FARS",
@@ -39,7 +32,6 @@ __all__ = [
     "OperatingPoint",
     "all_pair_scores",
     "auc",
-    "bootstrap_ci",
     "by_group",
     "contiguous_folds",
     "eer",
@@ -50,13 +42,9 @@ __all__ = [
     "ensure_embeddings",
     "ensure_ids",
     "ensure_scores",
-    "evaluate",
     "evaluate_suite",
     "feature_statistics",
     "group_spread",
-    "identification_rank1",
-    "identification_rank_k",
-    "identification_tar_at_far",
     "keep_rendered_distractors",
     "kurtosis",
     "min_far",

@@ -27,7 +27,7 @@ Memory
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,16 +38,11 @@ from dbrepro.eval.roc import OperatingPoint, operating_points
 
 __all__ = [
     "GallerySearch",
-    "identification_rank_k",
-    "identification_rank1",
-    "identification_tar_at_far",
     "open_set_identification",
     "open_set_split",
     "count_mate_pairs",
     "impostors_to_keep",
 ]
-
-Distractors = torch.Tensor | np.ndarray | Iterable[torch.Tensor]
 
 
 class GallerySearch:
@@ -65,7 +60,8 @@ class GallerySearch:
     probe_ids, gallery_ids
         integer identities; a gallery image is a *mate* of a probe when the ids are equal.
     keep_impostors
-        how many of the largest impostor scores to keep for :meth:`tar_at_far` (0: none).
+        how many of the largest impostor scores to keep for :meth:`tar_at_far` (0: none):
+        ``impostors_to_keep(far, P * (G + distractors) - count_mate_pairs(probe_ids, gallery_ids))``.
         Impostor pairs are probe x non-mate gallery pairs and probe x distractor pairs.
     chunk, probe_chunk
         candidates (gallery images or distractors) and probes per block of the scan: a block
@@ -234,63 +230,6 @@ class GallerySearch:
         }
 
 
-def _distractor_blocks(distractors: Distractors) -> Iterator[torch.Tensor | np.ndarray]:
-    """A (M, D) tensor/array as one block, or the blocks an iterable yields."""
-    if isinstance(distractors, (torch.Tensor, np.ndarray)):
-        yield distractors
-    else:
-        yield from distractors
-
-
-def _search(
-    probes: Any,
-    probe_ids: Any,
-    gallery: Any,
-    gallery_ids: Any,
-    distractors: Distractors | None,
-    chunk: int,
-    probe_chunk: int,
-    keep_impostors: int = 0,
-) -> GallerySearch:
-    search = GallerySearch(probes, probe_ids, gallery, gallery_ids, keep_impostors, chunk, probe_chunk)
-    if distractors is not None:
-        for block in _distractor_blocks(distractors):
-            search.add_distractors(block)
-    return search
-
-
-def identification_rank_k(
-    probes: Any,
-    probe_ids: Any,
-    gallery: Any,
-    gallery_ids: Any,
-    distractors: Distractors | None = None,
-    ks: Sequence[int] = (1, 5, 10),
-    chunk: int = 4096,
-    probe_chunk: int = 4096,
-) -> dict[int, float]:
-    """Closed-set identification rate at each rank in ``ks`` (MegaFace convention).
-
-    ``distractors`` is an (M, D) tensor/array or an iterable of (m, D) chunks (a generator is
-    consumed once); it is scanned ``chunk`` rows at a time. Every probe needs a gallery mate.
-    """
-    search = _search(probes, probe_ids, gallery, gallery_ids, distractors, chunk, probe_chunk)
-    return search.rank_k(ks)
-
-
-def identification_rank1(
-    probes: Any,
-    probe_ids: Any,
-    gallery: Any,
-    gallery_ids: Any,
-    distractors: Distractors | None = None,
-    chunk: int = 4096,
-    probe_chunk: int = 4096,
-) -> float:
-    """Closed-set rank-1 identification rate (see :func:`identification_rank_k`)."""
-    return identification_rank_k(probes, probe_ids, gallery, gallery_ids, distractors, (1,), chunk, probe_chunk)[1]
-
-
 def count_mate_pairs(probe_ids: np.ndarray, gallery_ids: np.ndarray) -> int:
     """Number of (probe, gallery image) pairs sharing an identity: the genuine pairs."""
     ids, probe_counts = np.unique(probe_ids, return_counts=True)
@@ -303,41 +242,6 @@ def impostors_to_keep(far: float | Sequence[float], num_impostors: int) -> int:
     """How many of the largest impostor scores an exact TAR at every ``far`` needs (the largest decides)."""
     largest = float(np.max(far))
     return min(int(np.floor(largest * num_impostors * (1 + 1e-9))) + 1, num_impostors)
-
-
-def identification_tar_at_far(
-    probes: Any,
-    probe_ids: Any,
-    gallery: Any,
-    gallery_ids: Any,
-    distractors: Distractors | None = None,
-    far: float | Sequence[float] = 1e-6,
-    num_distractors: int | None = None,
-    chunk: int = 4096,
-    probe_chunk: int = 4096,
-) -> OperatingPoint | list[OperatingPoint]:
-    """TAR at FAR between probes and gallery + distractors (MegaFace's verification number).
-
-    The number of impostor pairs must be known before the scan (to keep exactly the top
-    ``far * I + 1`` impostor scores): it is taken from the distractor tensor, from
-    ``len(distractors)``, or from ``num_distractors`` for a plain iterable.
-    """
-    probe_ids_arr = ensure_ids(probe_ids, len(probes), "probe_ids")
-    gallery_ids_arr = ensure_ids(gallery_ids, len(gallery), "gallery_ids")
-    if distractors is None:
-        m = 0
-    elif num_distractors is not None:
-        m = int(num_distractors)
-    elif hasattr(distractors, "__len__"):
-        m = len(distractors)  # type: ignore[arg-type]
-    else:
-        raise ValueError("distractors is an iterable of unknown length: pass num_distractors")
-    total = len(probe_ids_arr) * (len(gallery_ids_arr) + m) - count_mate_pairs(probe_ids_arr, gallery_ids_arr)
-    keep = impostors_to_keep(far, max(total, 1))
-    search = _search(probes, probe_ids, gallery, gallery_ids, distractors, chunk, probe_chunk, keep)
-    if search.num_distractors != m:
-        raise ValueError(f"num_distractors={m} but {search.num_distractors} distractors were scanned")
-    return search.tar_at_far(far)
 
 
 def open_set_identification(

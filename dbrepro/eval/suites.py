@@ -21,7 +21,7 @@ result: ``verification_by(result["scores"], result["issame"], suite.meta, "group
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from dbrepro.eval.identification import (
 from dbrepro.eval.roc import auc, eer, min_far, tar_at_far
 from dbrepro.eval.verification import all_pair_scores, pair_scores, verification
 
-__all__ = ["ALL_VS_ALL_FARS", "IDENTIFICATION_FAR", "OPEN_SET_FAR", "evaluate_suite", "evaluate"]
+__all__ = ["ALL_VS_ALL_FARS", "IDENTIFICATION_FAR", "OPEN_SET_FAR", "evaluate_suite"]
 
 #: FARs reported for all-vs-all suites (BLUFR reports 1e-3; Domain Balancing Table 5 1e-5 and 1e-4)
 ALL_VS_ALL_FARS = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -160,14 +160,3 @@ def evaluate_suite(
     raise ValueError(
         f"suite: expected a PairSuite, AllVsAllSuite or IdentificationSuite, got {type(suite).__name__}"
     )
-
-
-def evaluate(
-    model: Model,
-    suites: Mapping[str, PairSuite | AllVsAllSuite | IdentificationSuite],
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    batch_size: int = 512,
-) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_suite` on each suite of a ``name -> suite`` mapping, in its order."""
-    return {name: evaluate_suite(model, suite, device, flip, batch_size) for name, suite in suites.items()}

@@ -1,4 +1,4 @@
-"""Face verification: pair scores, the 10-fold accuracy protocol, bootstrap intervals.
+"""Face verification: pair scores, the 10-fold accuracy protocol, a paired bootstrap of two models.
 
 The protocol is the one both papers report on LFW, YTF, CALFW, CPLFW, AgeDB, RFW and AFW
 ("unrestricted with labeled outside data", Range Loss §4, Domain Balancing §4.2): the pair list
@@ -25,7 +25,7 @@ What this implementation fixes (reference projects differ, see ``anchors.md``):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from dbrepro.eval._checks import ensure_embeddings, ensure_ids, ensure_scores
 
-__all__ = ["pair_scores", "all_pair_scores", "contiguous_folds", "verification", "bootstrap_ci"]
+__all__ = ["pair_scores", "all_pair_scores", "contiguous_folds", "verification", "held_out_correct",
+           "paired_bootstrap"]
 
 
 def pair_scores(embeddings: torch.Tensor | np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -180,49 +181,6 @@ def verification(
         "thresholds": thresholds,
         "folds": labels,
         "n_pairs": int(len(s)),
-    }
-
-
-def bootstrap_ci(
-    scores: Any,
-    issame: Any,
-    metric_fn: Callable[[np.ndarray, np.ndarray], float],
-    n: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> dict[str, Any]:
-    """Percentile bootstrap interval of ``metric_fn(scores, issame)`` over resampled pairs.
-
-    Pairs are drawn with replacement ``n`` times (``numpy.random.default_rng(seed)``); the
-    interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the resampled metric. It
-    measures how much the number moves with the choice of test pairs -- the uncertainty of one
-    trained model on one test set, not the seed-to-seed spread of training. With
-    ``metric_fn = lambda s, y: verification(s, y)["accuracy"]`` the resampled pair order is
-    random, so its 10 folds are random folds; duplicated pairs may fall on both sides of a fold.
-
-    Returns dict ``estimate`` (the metric on the original pairs), ``low``, ``high``, ``alpha``,
-    ``n`` and ``samples`` (the ``n`` resampled values).
-    """
-    s, y = ensure_scores(scores, issame)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if len(s) == 0:
-        raise ValueError("scores: no pairs to resample")
-    rng = np.random.default_rng(seed)
-    samples = np.empty(n)
-    for b in range(n):
-        idx = rng.integers(0, len(s), size=len(s))
-        samples[b] = float(metric_fn(s[idx], y[idx]))
-    low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
-    return {
-        "estimate": float(metric_fn(s, y)),
-        "low": float(low),
-        "high": float(high),
-        "alpha": alpha,
-        "n": n,
-        "samples": samples,
     }
 
 
