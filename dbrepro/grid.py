@@ -22,9 +22,6 @@ import pandas as pd
 from . import experiments
 from .results import fmt_pm
 
-#: headline numbers copied from an evaluation result into the grid table, when present
-HEADLINE = ("accuracy", "std", "threshold", "auc", "eer", "rank1", "rank5")
-
 
 def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, device: str = "auto",
              flip: bool = False, verbose: bool = True, num_workers: int = 0) -> pd.DataFrame:

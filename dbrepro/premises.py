@@ -7,9 +7,9 @@ Three measurements on a trained CosFace baseline (issue 4):
    :func:`domain_accuracy` runs the 10-fold protocol within each domain on the RFW-like and
    AFW-like pairs (whose negatives are same-domain, so each domain is a fair test of its own);
 3. inter-class compactness (DB Eq. 1) of the head's prototypes is higher for classes of frequent
-   domains (DB Fig. 4): :func:`compactness_vs_domain` gives the Spearman correlation between a
-   class's IC and the number of training identities of its domain (and, as a control, with the
-   class's own image count, which must not be what IC measures).
+   domains (DB Fig. 4): :func:`dbrepro.regime.ic_domain_correlation` gives the Spearman correlation
+   between a class's IC and the number of training identities of its domain (:func:`class_domains`
+   lists both per class).
 
 And helpers of the Part II chapters: :func:`attribute_frequencies` (a world's groups or age bands,
 most frequent first), :func:`image_sample` (which training images a statistic over the training set
@@ -25,9 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
-from .dfi import inter_class_compactness
 from .eval import verification
 
 
@@ -73,25 +71,6 @@ def class_domains(world: Any) -> pd.DataFrame:
     per_class.insert(2, "age_band", per_class["domain"].map(domains["age_band"]))
     per_class["domain_identities"] = per_class["domain"].map(domains["identities"]).astype(int)
     return per_class.reset_index()
-
-
-def compactness_vs_domain(weight: torch.Tensor, world: Any, k: int, s: float) -> dict[str, Any]:
-    """Spearman correlation of each class's IC (DB Eq. 1) with its domain's frequency and its own size.
-
-    ``weight`` are the head's prototypes (num_classes x D) of a model trained on ``world.train``.
-    Returns ``rho_domain`` (the DB Fig. 4 premise: should be clearly positive), ``rho_class_size``
-    (a control) and the per-class ``table`` (with the IC) for plots.
-    """
-    table = class_domains(world)
-    if len(table) != weight.shape[0]:
-        raise ValueError(f"{weight.shape[0]} prototypes for {len(table)} training classes")
-    ic = inter_class_compactness(weight.detach().float().cpu(), k=k, s=s).numpy()
-    table["ic"] = ic
-    return {
-        "rho_domain": float(spearmanr(ic, table["domain_identities"]).statistic),
-        "rho_class_size": float(spearmanr(ic, table["images"]).statistic),
-        "k": int(k), "s": float(s), "table": table,
-    }
 
 
 def attribute_frequencies(world: Any, column: str) -> dict[str, float]:

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dbrepro.premises import (attribute_frequencies, class_domains, compactness_vs_domain, domain_accuracy,
-                              gate_fit_intervals, image_sample, margin_slack)
+from dbrepro.premises import (attribute_frequencies, class_domains, domain_accuracy, gate_fit_intervals, image_sample,
+                              margin_slack)
+from dbrepro.regime import ic_domain_correlation
 
 
 def fake_world():
@@ -46,11 +47,8 @@ def test_class_domains_and_compactness_correlation():
     assert t["images"].tolist() == [2, 1, 1, 2] and t["domain_identities"].tolist() == [3, 3, 3, 1]
     # prototypes: the three A classes close together, the B class far away -> IC follows domain size
     w = torch.tensor([[1.0, 0.1, 0], [1.0, -0.1, 0], [1.0, 0.0, 0.1], [-1.0, 0.0, 0.0]])
-    c = compactness_vs_domain(w, world, k=1, s=10.0)
-    assert c["rho_domain"] > 0.7
-    assert c["table"]["ic"].iloc[3] < c["table"]["ic"].iloc[:3].min()
-    with pytest.raises(ValueError, match="3 prototypes for 4"):
-        compactness_vs_domain(w[:3], world, k=1, s=10.0)
+    rho = ic_domain_correlation(w, t["domain_identities"], ks=[1], s=10.0)
+    assert rho.keys() == {1} and rho[1] > 0.7
 
 
 def test_attribute_frequencies_most_frequent_first():
@@ -135,8 +133,9 @@ def test_cpu_world_premises():
         dom = domain_accuracy(world, res)
         frequent.append(dom["accuracy"].iloc[0])
         rarest.append(dom["accuracy"].iloc[-1])
-        rho.append(compactness_vs_domain(experiments.load(run).objective.head.weight, world, k=recipes.dfi_k(world.train.num_classes),
-                                         s=profile.scale)["rho_domain"])
+        k = recipes.dfi_k(world.train.num_classes)
+        weight = experiments.load(run).objective.head.weight
+        rho.append(ic_domain_correlation(weight, class_domains(world)["domain_identities"], [k], profile.scale)[k])
     assert 0.80 <= np.mean(lfw) <= 0.97
     assert np.mean(frequent) - np.mean(rarest) >= 0.02
     if np.mean(rho) < 0.3:

@@ -58,10 +58,6 @@ class DataSource:
     image_size: int = 112
     _suites: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @property
-    def is_synthetic(self) -> bool:
-        return self.world is not None
-
     def training_set(self):
         return specs.training_set(self.train_spec)
 

@@ -46,7 +46,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-PAPER_TAIL_BELOW = 20
+from .. import papers
+
+#: RL §3.1's tail: an identity with fewer images is a "poor class" (:data:`dbrepro.papers.TAIL_BELOW`)
+PAPER_TAIL_BELOW = papers.TAIL_BELOW
 A_KEEP = (1.0, 0.8, 0.5, 0.3, 0.0)
 B_REMOVE = (0.0, 1 / 4, 2 / 4, 3 / 4)
 CUTS = ("smallest", "random")
