@@ -310,10 +310,3 @@ def test_remote_resources_are_found_and_links_are_not(tmp_path):
         "index.html: http://x.org/bg.png",
         "sub/theme.css: http://y.org/b.css",
     ]
-
-
-def test_banner_only_for_profiles_whose_numbers_mean_nothing():
-    assert book.banner("cpu") is None and book.banner("paper") is None
-    smoke = book.banner("smoke")
-    assert "smoke profile" in smoke._repr_html_() and 'class="admonition warning"' in smoke._repr_html_()
-    assert smoke._repr_markdown_().startswith("> **Smoke profile")

@@ -36,11 +36,10 @@ Modules: :mod:`.toc` (the table of contents and the parameters-cell rule), :mod:
 receives), :mod:`.execute` (one notebook), :mod:`.runner` (``run``: staging, commits, signals, the lock),
 :mod:`.console` (progress lines), :mod:`.status` (``status.json``), :mod:`.environment` (the machine's
 facts), :mod:`.publish` (a notebook as the site shows it), :mod:`.site` (``build``), :mod:`.offline`
-(``check``), :mod:`.banner` (the smoke banner notebooks show), :mod:`.layout` (where build products live),
-:mod:`.cli` (the command line).
+(``check``), :mod:`.layout` (where build products live), :mod:`.cli` (the command line). The box a chapter
+shows at its top is not the builder's: it is :mod:`dbrepro.banner`.
 """
 
-from .banner import Banner, banner
 from .cli import main
 from .console import NotebookProgress, ProgressTail
 from .environment import environment_info
@@ -66,9 +65,9 @@ from .toc import (
 )
 
 __all__ = [
-    "Banner", "BookError", "BuildLayout", "CheckReport", "DATA_PATH_ENV", "EXECUTOR_PARAMETERS", "GENERATED_PAGES",
+    "BookError", "BuildLayout", "CheckReport", "DATA_PATH_ENV", "EXECUTOR_PARAMETERS", "GENERATED_PAGES",
     "Interrupted", "MATHJAX_ENTRY", "MATHJAX_IN_BUILD", "NotebookFailed", "NotebookProgress", "Parameter",
-    "ProgressTail", "REQUIRED_PARAMETERS", "SCORECARD", "TocEntry", "banner", "build", "check", "declared_parameters",
+    "ProgressTail", "REQUIRED_PARAMETERS", "SCORECARD", "TocEntry", "build", "check", "declared_parameters",
     "environment_info", "execute_notebook", "find_chromium", "find_mathjax", "for_site", "leaked_paths", "main",
     "notebook_names", "notebook_parameters", "notebooks_in_order", "pages_with_math_and_figure",
     "parameters_cell_problems", "read_notebook", "read_status", "read_toc", "reconcile", "remote_resources", "run",
