@@ -23,7 +23,9 @@ class DomainBalancingMargin(CosFace):
     shape (num_classes,), computed from the head's own prototypes
     (:func:`dbrepro.dfi.domain_frequency_indicator` on ``.weight``) and owned by the trainer's
     objective. With ``dfi`` all ones DBM is exactly CosFace. The DFI is a target, not a function
-    of the weights: no gradient flows through it.
+    of the weights: no gradient flows through it. Its shape is checked on every call, its values
+    (finite, >= 0) on the CPU only (:func:`dbrepro.losses.margins.check_dfi`): on a GPU they are
+    vouched for by :func:`dbrepro.dfi.domain_frequency_indicator`, which computed them.
     """
 
     needs_dfi = True

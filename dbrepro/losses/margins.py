@@ -16,6 +16,16 @@ Inputs are checked: embeddings (B, D) with D == embedding_size, labels int64 (B,
 [0, num_classes), a DFI (num_classes,), finite and non-negative; anything else is a
 ``ValueError``, never a silent broadcast.
 
+What is checked where. Types and shapes are checked on every call, on every device (they are host
+metadata). The *values* (label range, DFI finite and >= 0) are checked on every call only where
+reading them is free, on the CPU (:func:`host_readable`): on a GPU each such read would stall the
+training step until the device catches up. There the values are checked where they come from instead:
+the trainer checks the training set's labels once against its class count
+(:func:`dbrepro.train.loop.fit`) and :func:`dbrepro.dfi.domain_frequency_indicator` refuses a DFI it
+cannot compute (a non-positive or non-finite inter-class compactness). A direct call on a GPU with a
+label outside ``[0, num_classes)`` fails in CUDA's own index check (a device-side assert) instead of
+this module's ``ValueError``. SphereFace's annealing likewise stays on the device there.
+
 A new margin head is a subclass of :class:`MarginHead` that states its target logit in
 :meth:`MarginHead.target`, plus one line in :data:`dbrepro.losses.HEADS`.
 """
@@ -35,10 +45,23 @@ from dbrepro import papers
 COS_EPS = 1e-7
 
 
+def host_readable(tensor: torch.Tensor) -> bool:
+    """Whether reading ``tensor``'s values on the host is free: it lives on the CPU.
+
+    The one test behind every value check of the heads (module docstring): a read of a GPU tensor waits
+    for the device to finish all queued work, once per call, that is once per training step.
+    """
+    return tensor.device.type == "cpu"
+
+
 def check_head_inputs(
     embeddings: torch.Tensor, labels: torch.Tensor, embedding_size: int, num_classes: int, who: str
 ) -> None:
-    """Raise a ``ValueError`` naming ``who`` unless embeddings are (B, D) float and labels int64 (B,) in range."""
+    """Raise a ``ValueError`` naming ``who`` unless embeddings are (B, D) float and labels int64 (B,) in range.
+
+    The range ``[0, num_classes)`` is checked when the labels are on the CPU (:func:`host_readable`; on a
+    GPU the trainer checks its dataset's labels once instead, see the module docstring).
+    """
     if not isinstance(embeddings, torch.Tensor) or not torch.is_floating_point(embeddings):
         got = getattr(embeddings, "dtype", type(embeddings).__name__)
         raise ValueError(f"{who}: embeddings must be a floating-point tensor, got {got}")
@@ -51,8 +74,8 @@ def check_head_inputs(
         raise ValueError(
             f"{who}: labels must have shape ({embeddings.shape[0]},) to match the embeddings, got {tuple(labels.shape)}"
         )
-    if labels.numel():
-        low, high = torch.stack(labels.aminmax()).tolist()  # one device sync, not two
+    if labels.numel() and host_readable(labels):
+        low, high = torch.stack(labels.aminmax()).tolist()
         if low < 0 or high >= num_classes:
             raise ValueError(f"{who}: labels must lie in [0, {num_classes}), got range [{low}, {high}]")
 
@@ -61,11 +84,14 @@ def check_dfi(dfi: torch.Tensor, num_classes: int, who: str) -> torch.Tensor:
     """``dfi`` detached, after a ``ValueError`` naming ``who`` unless it is (num_classes,), finite and >= 0.
 
     The DFI is a target computed from the prototypes, not a function of them: no gradient flows through it.
+    Its values are checked when it is on the CPU (:func:`host_readable`); on a GPU the shape only, since
+    :func:`dbrepro.dfi.domain_frequency_indicator`, which computes it, refuses what would make it
+    non-finite or negative.
     """
     if not isinstance(dfi, torch.Tensor) or dfi.shape != (num_classes,):
         shape = tuple(dfi.shape) if isinstance(dfi, torch.Tensor) else type(dfi).__name__
         raise ValueError(f"{who}: dfi must have shape ({num_classes},), got {shape}")
-    if not torch.isfinite(dfi).all() or (dfi < 0).any():
+    if host_readable(dfi) and (not torch.isfinite(dfi).all() or (dfi < 0).any()):
         bad = int(torch.nonzero(~torch.isfinite(dfi) | (dfi < 0))[0])
         raise ValueError(f"{who}: dfi must be finite and non-negative; class {bad} has {float(dfi[bad])}")
     return dfi.detach()
@@ -274,7 +300,8 @@ class SphereFace(MarginHead):
     and its PyTorch ports: base 1000, gamma 0.12, power 1, lambda_min 5. ``it`` is the buffer
     ``iteration``; ``forward`` advances it by one after each call in training mode (``logits`` and
     eval-mode calls leave it alone), and it is saved in ``state_dict`` so a resumed run continues
-    the schedule.
+    the schedule. On the CPU ``lambda`` is computed on the host (:attr:`lambda_`); elsewhere on the device
+    (:meth:`annealed_lambda`), so that a GPU step never waits to read ``iteration`` back.
     """
 
     def __init__(
@@ -299,9 +326,17 @@ class SphereFace(MarginHead):
 
     @property
     def lambda_(self) -> float:
-        """The current annealing weight lambda."""
+        """The current annealing weight lambda (reads ``iteration`` back to the host)."""
         it = int(self.iteration)
         return max(self.lambda_min, self.base * (1.0 + self.gamma * it) ** -self.power)
+
+    def annealed_lambda(self) -> float | torch.Tensor:
+        """lambda as :meth:`target` uses it: :attr:`lambda_` where ``iteration`` is :func:`host_readable`,
+        else the same formula in float64 on ``iteration``'s device, a 0-dim tensor (no host read)."""
+        if host_readable(self.iteration):
+            return self.lambda_
+        it = self.iteration.to(torch.float64)
+        return torch.clamp(self.base * (1.0 + self.gamma * it) ** -self.power, min=self.lambda_min)
 
     def psi(self, cos_y: torch.Tensor) -> torch.Tensor:
         """``(-1)^k cos(m theta) - 2k`` with ``k = floor(m theta / pi)`` (monotone decreasing in theta)."""
@@ -312,7 +347,7 @@ class SphereFace(MarginHead):
 
     def target(self, cos_y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``(lambda cos theta + psi(theta)) / (1 + lambda)`` (the same for every class)."""
-        lam = self.lambda_
+        lam = self.annealed_lambda()
         return (lam * cos_y + self.psi(cos_y)) / (1.0 + lam)
 
     def scale(self, embeddings: torch.Tensor) -> torch.Tensor:

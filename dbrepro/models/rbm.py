@@ -102,6 +102,10 @@ def rbm_gate_loss(gate: torch.Tensor, dfi_of_labels: torch.Tensor) -> torch.Tens
     Returns
     -------
     The scalar ``mean_i (f(x_i) - DFI_{y_i})^2``.
+
+    Only shapes are checked (host metadata): no value is read back, so on a GPU the loss never waits
+    for the device. The DFI's values are checked where it is computed
+    (:func:`dbrepro.dfi.domain_frequency_indicator`).
     """
     if gate.ndim != 1:
         raise ValueError(f"rbm_gate_loss: gate must have shape (B,), got {tuple(gate.shape)}")
