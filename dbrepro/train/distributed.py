@@ -1,4 +1,10 @@
-"""One process or many: joining the process group when launched by ``torchrun``."""
+"""One process or many: joining the process group when launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m dbrepro train ...`` starts N processes with ``WORLD_SIZE``, ``RANK`` and
+``LOCAL_RANK`` set; :func:`dbrepro.train.fit` joins them into one group (NCCL on GPUs, gloo on CPUs), each
+process on the GPU of its local rank, and rank 0 alone writes the run. The run cache must be one folder that
+every process sees (on several machines: a shared file system).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,16 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched() -> bool:
+    """Whether this process is one of several that ``torchrun`` started (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def environment_rank() -> int:
+    """This process's rank as ``torchrun`` set it (``RANK``; 0 for a single process), before any group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun (or already joined); a single process otherwise.
 
@@ -27,8 +43,7 @@ def init_distributed(device: torch.device) -> DistInfo:
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not launched():
         return DistInfo()
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
@@ -43,5 +58,9 @@ def process_device(device: torch.device, info: DistInfo) -> torch.device:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait until every process of the group is here (nothing to wait for in a single process)."""
     if info.world_size > 1:
-        dist.barrier()
+        if dist.get_backend() == "nccl":  # on this process's GPU (set by process_device), not NCCL's guess
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()

@@ -19,12 +19,28 @@ Reproducibility: all randomness of epoch ``e`` (batch order, flips, dropout) is 
 ends bit-identical to an uninterrupted one (on the CPU).
 
 Speed: on CUDA the loop reads the loss back to the host only every :data:`CUDA_SYNC_EVERY` steps (loss
-sums stay on the device), copies batches with ``non_blocking`` from pinned memory, and turns on
-``cudnn.benchmark``; on the CPU the loss is checked after every step, which costs nothing there.
+sums stay on the device), copies batches with ``non_blocking`` from pinned memory and flips them on the
+device, turns on ``cudnn.benchmark``, and trains an IR-ResNet in ``channels_last`` under AMP
+(:func:`step_memory_format`, decided once in :func:`start`); on the CPU the loss is checked after every
+step, which costs nothing there, and nothing else changes.
+
+No host sync per step on CUDA: nothing on the step path reads a device value back to the host. The heads
+check label ranges and the DFI only where that is free, on the CPU
+(:func:`dbrepro.losses.margins.host_readable`); on a GPU :func:`fit` checks the training set's labels
+once instead (every :class:`~dbrepro.data.base.FaceDataset` returns ``labels[i]`` with image ``i``) and
+the DFI is checked where it is computed (:func:`dbrepro.dfi.domain_frequency_indicator`, every
+``dfi.every`` steps). Two reads remain, both outside this code: float16 AMP's ``GradScaler.step`` reads
+whether the gradients overflowed, once per step, to skip the update (PyTorch's fused SGD would decide on
+the device, but it allocates its momentum buffers uninitialised before a first step that it then skips,
+so the standard SGD is kept); and the metric terms of Part I (range, contrastive, triplet, center loss)
+select pairs and classes with data-dependent shapes (``unique``, ``nonzero``).
+The softmax and margin heads, DBM and the RBM are sync-free; ``tests/test_gpu_path.py`` proves it.
 
 Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1) the loop joins the process group, shards
 every batch across ranks (the global batch stays ``batch_size``) and wraps model + objective in
-``DistributedDataParallel``; rank 0 alone writes.
+``DistributedDataParallel``; rank 0 alone writes. The ranks wait for each other before looking for a
+checkpoint (rank 0 may just have reset the run or removed an unusable checkpoint) and before leaving
+:func:`fit` (so that every rank finds the finished run in the cache; ``dbrepro train`` verifies it).
 """
 
 from __future__ import annotations
@@ -72,6 +88,8 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the memory format of the model's input batches (:func:`step_memory_format`)
+    memory_format: torch.memory_format = torch.contiguous_format
 
     @property
     def model(self) -> nn.Module:
@@ -143,13 +161,14 @@ def fit(
     device = resolve_device(device)
     info = init_distributed(device)
     device = process_device(device, info)
-    labels = _checked_labels(cfg, dataset, info)
+    labels = _checked_labels(cfg, dataset, info)  # once per dataset: the heads do not check them on a GPU
     if progress is None:
         progress = info.is_main and sys.stderr.isatty()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
     state = start(cfg, int(dataset.num_classes), device)
+    barrier(info)  # under torchrun every rank sees the run's files as rank 0 left them (reset, checkpoint removed)
     if run is not None and run.checkpoint_path.exists():
         resume(state, run, device, int(dataset.num_classes), info)
     wrapped = _wrap(state.module, device, info)
@@ -176,11 +195,30 @@ def fit(
 
 
 def start(cfg: TrainConfig, num_classes: int, device: torch.device) -> TrainState:
-    """Model, objective (seeded from ``cfg.seed``), SGD with momentum and weight decay, the AMP scaler."""
+    """Model, objective (seeded from ``cfg.seed``), SGD with momentum and weight decay, the AMP scaler;
+    the model in the memory format it trains in (:func:`step_memory_format`)."""
     module = build(cfg, num_classes).to(device)
+    memory_format = step_memory_format(cfg, device, module.model)
+    if memory_format is not torch.contiguous_format:
+        module.model.to(memory_format=memory_format)  # conv weights; the batches follow in train_step
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    return TrainState(cfg, module, optimizer, scaler, num_classes)
+    return TrainState(cfg, module, optimizer, scaler, num_classes, memory_format=memory_format)
+
+
+def step_memory_format(cfg: TrainConfig, device: torch.device, model: nn.Module) -> torch.memory_format:
+    """``channels_last`` for an IR-ResNet trained on CUDA with AMP, else ``contiguous_format``: the one place
+    this is decided.
+
+    Tensor cores read NHWC; in NCHW cuDNN transposes around every half-precision convolution. In float32
+    on CUDA, and on the CPU, nothing changes (CPU runs stay bit-identical). The small CPU network keeps
+    ``channels_last`` internally whatever this says (:mod:`dbrepro.models.small`).
+    """
+    from ..models.iresnet import IResNet
+
+    if device.type == "cuda" and cfg.amp and isinstance(getattr(model, "backbone", model), IResNet):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def resume(state: TrainState, run: Run, device: torch.device, num_classes: int, info: DistInfo) -> None:
@@ -196,14 +234,18 @@ def resume(state: TrainState, run: Run, device: torch.device, num_classes: int, 
 
 def train_step(state: TrainState, wrapped: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                flip_gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One SGD step on one batch (random flips, normalisation, forward under autocast, backward, update).
+    """One SGD step on one batch (to the device, random flips, normalisation, forward under autocast, backward,
+    update). Nothing is read back to the host (the module docstring lists the exceptions).
 
     Returns the loss and its parts, detached, still on the device.
     """
     cfg = state.cfg
+    images = images.to(device, non_blocking=True)
+    if state.memory_format is not torch.contiguous_format:
+        images = images.contiguous(memory_format=state.memory_format)
     if cfg.flip:
         images = random_flip(images, flip_gen)
-    x = normalize_images(images.to(device, non_blocking=True))
+    x = normalize_images(images)
     labels = labels.to(device, non_blocking=True)
     with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
         loss, parts = wrapped(x, labels)
@@ -251,6 +293,7 @@ def finish(state: TrainState, run: Run | None, info: DistInfo, dataset: FaceData
         save_model(run, state.module, state.cfg, int(dataset.num_classes))
         run.finish(metrics)
         event("trained", run=run.key, seconds=metrics["train_seconds"])
+    barrier(info)  # no rank returns before rank 0 has written the finished run
     state.module.eval()
     return TrainResult(state.module, history, metrics)
 
@@ -258,14 +301,22 @@ def finish(state: TrainState, run: Run | None, info: DistInfo, dataset: FaceData
 # -- the pieces -----------------------------------------------------------------------------------
 
 def _checked_labels(cfg: TrainConfig, dataset: FaceDataset, info: DistInfo) -> np.ndarray:
+    """The training labels, checked once: integers in ``[0, num_classes)``, one per image."""
     if len(dataset) == 0:
         raise ValueError("the training set is empty")
     if cfg.batch_size % info.world_size or (cfg.sampler == "pk" and cfg.pk[0] % info.world_size):
         raise ValueError(f"batch_size {cfg.batch_size} (pk={cfg.pk}) cannot be split evenly over "
                          f"{info.world_size} processes")
     labels = np.asarray(dataset.labels)
+    name = getattr(dataset, "name", type(dataset).__name__)
     if labels.shape != (len(dataset),):
-        raise ValueError(f"dataset.labels has shape {labels.shape}, expected ({len(dataset)},)")
+        raise ValueError(f"{name}: dataset.labels has shape {labels.shape}, expected ({len(dataset)},)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name}: dataset.labels must be integers, got dtype {labels.dtype}")
+    num_classes = int(dataset.num_classes)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{name}: labels must lie in [0, num_classes={num_classes}), got range [{low}, {high}]")
     return labels
 
 
@@ -306,13 +357,18 @@ def _stack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.T
 
 def batches(dataset: FaceDataset, sampler: Iterable, num_workers: int = 0,
             pin_memory: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 images, int64 labels) per batch of ``sampler``: in-memory sets are indexed, others loaded."""
+    """(uint8 images, int64 labels) per batch of ``sampler``: in-memory sets are indexed, others loaded.
+
+    ``pin_memory``: batches in page-locked memory, so that a ``non_blocking`` copy to the GPU really is
+    asynchronous (from pageable memory the driver may wait for the device first).
+    """
     images = getattr(dataset, "images", None)
     labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
     if isinstance(images, torch.Tensor):  # in memory: index the tensor, no workers, no collation
         for idx in sampler:
             idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-            yield images[idx], labels[idx]
+            batch = images[idx], labels[idx]
+            yield tuple(t.pin_memory() for t in batch) if pin_memory else batch
         return
     yield from torch.utils.data.DataLoader(
         dataset, batch_sampler=list(sampler), num_workers=num_workers, collate_fn=_stack, pin_memory=pin_memory,
@@ -321,8 +377,14 @@ def batches(dataset: FaceDataset, sampler: Iterable, num_workers: int = 0,
 
 
 def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each image mirrored left-right with probability 1/2 (the flip of every face-recognition recipe)."""
+    """Each image mirrored left-right with probability 1/2 (the flip of every face-recognition recipe).
+
+    The coin flips come from ``gen`` on the CPU, whatever the images' device, so a batch is flipped the
+    same on every device; on a GPU the images are flipped there (only the mask is copied over).
+    """
     mask = torch.rand(len(images), generator=gen) < 0.5
+    if mask.device != images.device:
+        mask = (mask.pin_memory() if images.device.type == "cuda" else mask).to(images.device, non_blocking=True)
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
