@@ -10,7 +10,10 @@
     dbrepro rehearsal _build/rehearsal-data                      # a tiny InsightFace folder for PROFILE=rehearsal
     dbrepro book run --profile cpu | dbrepro book build | dbrepro book check
 
-Under ``torchrun --nproc_per_node N -m dbrepro train ...`` training is distributed (DDP).
+Under ``torchrun --nproc_per_node N -m dbrepro train ...`` training is distributed (DDP). ``dbrepro train
+--recipe R --profile P --data DIR [--split S] [--arg KEY=VALUE] ...`` builds exactly the config a chapter's
+``ch.config(R, ...)`` builds on the same data and profile (same run key), so a chapter run afterwards finds
+the run in the cache (README, "Training a chapter's runs on several GPUs").
 """
 
 from __future__ import annotations
@@ -46,10 +49,83 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _parse_recipe_args(items: Sequence[str]) -> dict[str, Any]:
+    """``["rbm=ungated", "dbm=false", "k=6"]`` -> keyword arguments of the recipe (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"--arg expects NAME=VALUE (a keyword argument of the recipe), got {item!r}")
+        if key in ("seed", "data", "split"):
+            raise SystemExit(f"--arg {key}=...: use --{key}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+class _TrainingData:
+    """The training set ``dbrepro train`` reads: ``--data``'s InsightFace folder, else the profile's world.
+
+    The same :class:`~dbrepro.data.sources.DataSource` spec a chapter gets from :func:`dbrepro.chapter.setup`;
+    the class count is read only when a recipe needs it (a synthetic world is rendered for it).
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        from .config import get_profile
+        from .recipes import world_data
+
+        profile = get_profile(args.profile)
+        self._source = None
+        if args.data:
+            from .data import sources
+
+            self._source = sources.insightface(args.data, args.dataset, image_size=profile.image_size)
+            self.spec = self._source.train_spec
+        elif profile.needs_data_path:
+            raise SystemExit(f"--profile {profile.name} trains on real data: give --data DIR, the InsightFace folder "
+                             "of CASIA-WebFace or MS1MV2 (--dataset ms1mv2) that the chapters read")
+        else:
+            self.spec = world_data(profile)
+
+    @property
+    def num_classes(self) -> int:
+        if self._source is not None:
+            return self._source.num_classes
+        from .data import specs
+
+        return int(specs.world_for(self.spec).train.num_classes)
+
+
+def _recipe_config(args: argparse.Namespace):
+    """The config of ``--recipe`` as a chapter builds it (:meth:`dbrepro.chapter.Chapter.config`): on the
+    data's spec, ``db`` with ``num_classes`` (its K, :func:`dbrepro.recipes.dfi_k`) unless K is given, a
+    split as the Range Loss chapters build theirs (:func:`dbrepro.recipes.range_split`)."""
+    from . import recipes
+    from .config import get_profile
+
+    kw: dict[str, Any] = {**_parse_recipe_args(args.arg or []), "seed": args.seed}
+    if args.large_backbone:
+        kw["backbone"] = get_profile(args.profile).backbone_large
+    data = _TrainingData(args)
+    if args.paper_k is not None:
+        if args.recipe != "db" or "k" in kw:
+            raise SystemExit("--paper-k is DB Table 3's K for --recipe db (give it or --arg k=..., not both)")
+        kw["k"] = recipes.scaled_k(args.paper_k, data.num_classes)
+    spec = data.spec
+    if args.split:
+        # a B split's size depends on the class count (B-0); an A split only names itself
+        spec = recipes.range_split(spec, args.split, data.num_classes if args.split.startswith("B-") else 0)
+    if args.recipe == "db" and "k" not in kw:
+        kw["num_classes"] = data.num_classes
+    return recipes.RECIPES[args.recipe](args.profile, data=spec, **kw)
+
+
 def _config_from_args(args: argparse.Namespace):
     from .recipes import RECIPES
     from .train import TrainConfig
 
+    if args.config and (args.arg or args.paper_k is not None or args.split or args.data or args.large_backbone):
+        raise SystemExit("--config gives the whole config: change it with --set KEY=VALUE, not with --arg, "
+                         "--paper-k, --split, --data or --large-backbone")
     if args.config:
         path = Path(args.config)
         if not path.exists():
@@ -64,41 +140,14 @@ def _config_from_args(args: argparse.Namespace):
     else:
         if args.recipe not in RECIPES:
             raise SystemExit(f"--recipe {args.recipe!r} is unknown: choose one of {', '.join(RECIPES)}")
-        kw: dict[str, Any] = {"seed": args.seed}
-        if args.split:
-            kw["split"] = args.split
-        if args.large_backbone:
-            from .config import get_profile
-
-            kw["backbone"] = get_profile(args.profile).backbone_large
-        num_classes = None
-        if args.data:
-            from .data import sources
-
-            source = sources.insightface(args.data, args.dataset, image_size=get_profile_image_size(args.profile))
-            kw["data"] = source.train_spec
-            num_classes = source.num_classes if args.recipe == "db" else None
-        elif args.recipe == "db":
-            from .data import specs
-            from .recipes import world_data
-
-            num_classes = specs.world_for(world_data(args.profile)).train.num_classes
-        if num_classes is not None:
-            kw["num_classes"] = num_classes
         try:
-            base = RECIPES[args.recipe](args.profile, **kw).to_dict()
-        except (FileNotFoundError, ValueError) as e:
+            base = _recipe_config(args).to_dict()
+        except (FileNotFoundError, ValueError, TypeError) as e:
             raise SystemExit(f"--recipe {args.recipe}: {e}")
     try:
         return TrainConfig.from_dict(_merge(base, _parse_set(args.set or [])))
     except (TypeError, ValueError) as e:
         raise SystemExit(f"invalid training config: {e}")
-
-
-def get_profile_image_size(profile: str) -> int:
-    from .config import get_profile
-
-    return get_profile(profile).image_size
 
 
 def cmd_rehearsal(args: argparse.Namespace) -> int:
@@ -111,12 +160,24 @@ def cmd_rehearsal(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import experiments
+    from .config import get_profile
+    from .train import distributed
 
     cfg = _config_from_args(args)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
         return 0
-    run = experiments.train(cfg, device=args.device, progress=not args.quiet, num_workers=args.workers)
+    workers = get_profile(args.profile).num_workers if args.workers is None else args.workers
+    launched = distributed.launched()
+    if launched:
+        _refuse_damaged_under_torchrun(cfg)
+    main = distributed.environment_rank() == 0
+    run = experiments.train(cfg, device=args.device, progress=not args.quiet and main, verbose=main,
+                            num_workers=workers)
+    if launched:
+        _require_complete_on_every_rank(run)
+    if not main:
+        return 0
     m = run.metrics() if run.complete else {}
     print(f"run {run.key} at {run.dir}")
     if m:
@@ -125,6 +186,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.eval:
         return _evaluate(run, args.eval, [], None, None, args.device, args.flip)
     return 0
+
+
+def _refuse_damaged_under_torchrun(cfg) -> None:
+    """A damaged or stale run is not retrained under torchrun: rank 0 would rebuild its folder while the other
+    ranks read it (the run lock, which serialises that in one process, is not taken under torchrun). Every
+    rank reads the same files before any writes, so all refuse alike."""
+    from . import runs
+
+    run = runs.get_run(cfg.to_dict())
+    verdict = run.verify()
+    if verdict.state in (runs.RunState.DAMAGED, runs.RunState.STALE):
+        raise SystemExit(f"run {run.key} is {verdict}; under torchrun it is not rebuilt: remove it first "
+                         f"(dbrepro runs clean --{'damaged' if verdict.state is runs.RunState.DAMAGED else 'stale'}) "
+                         "or train it once without torchrun")
+
+
+def _require_complete_on_every_rank(run) -> None:
+    """After a torchrun training every rank verifies the finished run itself (rank 0 wrote it)."""
+    from .runs import DamagedRunError
+    from .train import distributed
+
+    try:
+        run.require_complete()
+    except (FileNotFoundError, DamagedRunError) as e:
+        raise SystemExit(f"rank {distributed.environment_rank()}: {e}; under torchrun every process must see the "
+                         f"same run cache ({run.dir.parent}): on several machines, a shared folder") from None
 
 
 def _suites(run, names: str | None, bins: Sequence[str], lfw_pairs: str | None, lfw_root: str | None,
@@ -317,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or resumed from its last checkpoint if it was interrupted.")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--recipe", default="cosface",
-                     help="softmax, contrastive, triplet, center, range, cosface, arcface, sphereface, db (default cosface)")
+                     help="softmax, softmax_pk, contrastive, triplet, center, range, cosface, arcface, sphereface, db "
+                          "(default cosface; dbrepro.recipes)")
     src.add_argument("--config", help="YAML/JSON file of TrainConfig fields (see dbrepro.train.TrainConfig)")
     t.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES, help="size profile (default cpu)")
     t.add_argument("--seed", type=int, default=0)
@@ -327,10 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="casia", choices=("casia", "ms1mv2"), help="what --data holds (default casia)")
     t.add_argument("--large-backbone", action="store_true",
                    help="the profile's large backbone (IR-ResNet-50 at paper scale: DB Tables 4-7, Fig. 7)")
+    t.add_argument("--arg", action="append", metavar="NAME=VALUE",
+                   help="a keyword argument of the recipe, as a chapter passes it to ch.config (repeatable), e.g. "
+                        "--recipe db --arg rbm=ungated --arg dbm=false (DB Table 2's rows); --arg k=6 (the DFI's K)")
+    t.add_argument("--paper-k", type=int, metavar="K",
+                   help="--recipe db: DB Table 3's K for CASIA-WebFace's 10,575 classes, scaled to the data's class "
+                        "count (dbrepro.recipes.scaled_k), as db-05 trains it")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lr=0.05 --set head_kwargs.s=30 (repeatable)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    t.add_argument("--workers", type=int, default=0, help="DataLoader workers for on-disk datasets")
+    t.add_argument("--workers", type=int, help="DataLoader workers for on-disk datasets (default: the profile's)")
     t.add_argument("--eval", metavar="SUITES", help="afterwards, evaluate on these world suites (comma-separated)")
     t.add_argument("--flip", action="store_true", help="evaluate with flip-augmented embeddings")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
