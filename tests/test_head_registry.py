@@ -206,3 +206,12 @@ def test_state_dict_round_trip(name):
     head.eval(), other.eval()
     assert torch.equal(other.logits(emb, labels, **extra), head.logits(emb, labels, **extra))
     assert torch.equal(other(emb, labels, **extra), head(emb, labels, **extra))
+
+
+@pytest.mark.parametrize("name", [n for n, cls in HEADS.items() if issubclass(cls, MarginHead)])
+def test_margin_head_prototypes_start_at_unit_length(name):
+    """MarginHead.init_std: N(0, 1/D), so that SGD's first steps move the prototypes' directions, not their norms."""
+    torch.manual_seed(0)
+    head = HEADS[name](256, 500)
+    norms = head.weight.detach().norm(dim=1)
+    assert 0.95 < float(norms.mean()) < 1.05 and float(norms.std()) < 0.1

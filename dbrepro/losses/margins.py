@@ -128,7 +128,12 @@ class Head(nn.Module):
         self.embedding_size = int(embedding_size)
         self.num_classes = int(num_classes)
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
-        nn.init.normal_(self.weight, std=0.01)
+        nn.init.normal_(self.weight, std=self.init_std(self.embedding_size))
+
+    @staticmethod
+    def init_std(embedding_size: int) -> float:
+        """Standard deviation of the prototypes' initial N(0, std) draw."""
+        return 0.01
 
     def check(
         self, embeddings: torch.Tensor, labels: torch.Tensor, dfi: torch.Tensor | None = None
@@ -197,6 +202,21 @@ class MarginHead(Head):
 
     #: the fixed scale of the normalised-softmax heads, set by the subclass's constructor
     s: float
+
+    @staticmethod
+    def init_std(embedding_size: int) -> float:
+        """Prototypes start at unit length on average: N(0, 1/D) in D dimensions (the papers leave it open).
+
+        The logits see only the prototypes' directions, so the gradient of a prototype ``w`` is orthogonal
+        to it and scales as ``s / ||w||``: a step of SGD lengthens ``w`` by a factor that is large when
+        ``||w||`` is small, and the direction then moves by ``lr * s / ||w||**2`` per unit of loss gradient.
+        From InsightFace's N(0, 0.01) (``||w||`` ~ 0.1 at 128-D) the first steps inflate the norms many
+        times over and freeze the directions early, which a short schedule never recovers from (the
+        calibration chapter's C1 checks that the heads converge); starting at ``||w||`` ~ 1 keeps a step
+        of the directions at the learning rate's scale. The same draw count as the other heads, so the
+        random stream of everything drawn after the head is unchanged.
+        """
+        return embedding_size ** -0.5
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """cos(theta_ij) between each embedding and each prototype, shape (B, num_classes).
