@@ -176,3 +176,22 @@ def test_distractors_are_deterministic_per_index_and_chunk_invariant():
     assert src.render(5, 5).shape == (0, 3, cfg.image_size, cfg.image_size)
     with pytest.raises(ValueError, match="outside"):
         src.render(290, 301)
+
+
+def test_profile_yaw_and_ageing_are_the_worlds_knobs():
+    """WorldConfig.profile_yaw sets the large pose of a cross-pose pair; ageing scales what age does to a face."""
+    ident = synth.sample_identities(3, np.arange(4), ["G0", "G1", "G2", "G3"], ["old"] * 4)
+    keys = synth.stream_keys(3, "knobs", np.arange(4))
+    _, meta = synth.image_parameters(ident, keys, 0.7, yaw_mode=np.array(["profile"] * 4), profile_yaw=(70.0, 80.0))
+    assert (meta["yaw"].abs() >= 70.0).all() and (meta["yaw"].abs() <= 80.0).all()
+    def photo(age, ageing):
+        return synth.photograph(ident, keys, nuisance=0.0, image_size=32, supersample=1, ageing=ageing,
+                                overrides={"age": age})[0].float()
+
+    assert torch.equal(photo(80.0, 0.0), photo(30.0, 0.0))  # no ageing: an 80-year-old looks 30
+    d_half, d_full = ((photo(80.0, a) - photo(30.0, a)).abs().mean() for a in (0.5, 1.0))
+    assert 0 < d_half < d_full
+    with pytest.raises(ValueError, match="profile_yaw"):
+        synth.preset_config("smoke", {"profile_yaw": [50.0, 40.0]})
+    with pytest.raises(ValueError, match="ageing"):
+        synth.preset_config("smoke", {"ageing": -1.0})

@@ -44,6 +44,11 @@ class WorldConfig:
     #: scale of every per-image nuisance (0: canonical frontal, neutral, evenly lit photos; 1: the
     #: widest variation the generator draws); it sets how hard verification is
     nuisance: float = 0.7
+    #: |yaw| range (degrees) of the large-pose image of a cross-pose (CPLFW-like) pair, and the strength of
+    #: every effect of age on a face (0: none, 1: the generator's full ageing): how hard the cross-pose and
+    #: the cross-age suites are, against each other and against LFW
+    profile_yaw: tuple[float, float] = (45.0, 62.0)
+    ageing: float = 1.0
     #: evaluation suites (pair counts are totals over the 10 folds)
     lfw_pairs: int = 6000
     cplfw_pairs: int = 2000
@@ -105,6 +110,9 @@ def validate_config(cfg: WorldConfig) -> None:
         need(abs(sum(freqs) - 1.0) < 1e-6, name, f"frequencies summing to 1 (they sum to {sum(freqs):.6g})")
     need(cfg.identity_spread > 0, "identity_spread", "> 0")
     need(cfg.nuisance >= 0, "nuisance", ">= 0")
+    need(len(cfg.profile_yaw) == 2 and 8.0 < cfg.profile_yaw[0] < cfg.profile_yaw[1] <= 85.0, "profile_yaw",
+         "two angles (low, high) with 8 < low < high <= 85 degrees (beyond the frontal slot's 8)")
+    need(0.0 <= cfg.ageing <= 1.5, "ageing", "in [0, 1.5]")
     for name in _PAIR_FIELDS:
         n = getattr(cfg, name)
         need(isinstance(n, int) and n >= 20 and n % 20 == 0, name,

@@ -48,7 +48,7 @@ def render_distractors(cfg: WorldConfig, seed: int, start: int, stop: int) -> to
                               cfg.identity_spread)
     keys = stream_keys(seed, "distractor", index)
     images, _ = photograph(ident, keys, nuisance=cfg.nuisance, image_size=cfg.image_size,
-                           supersample=cfg.supersample, start=lo)
+                           supersample=cfg.supersample, start=lo, profile_yaw=cfg.profile_yaw, ageing=cfg.ageing)
     return images[start - lo: stop - lo]
 
 

@@ -51,12 +51,17 @@ def image_parameters(
     yaw_mode: np.ndarray | None = None,
     age: np.ndarray | None = None,
     overrides: Mapping[str, Any] | None = None,
+    profile_yaw: tuple[float, float] = PROFILE_YAW,
+    ageing: float = 1.0,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Renderer parameters and meta for one image per row of ``ident`` (identity traits).
 
     ``keys`` seed each image's nuisances. ``yaw_mode`` ("frontal" / "profile" / "") and ``age``
     (years, NaN = free) are suite conditions; ``overrides`` fixes any column of
     :data:`NUISANCE_COLUMNS` (broadcast), e.g. ``{"yaw": np.linspace(-60, 60, 7)}``.
+    ``profile_yaw`` is the |yaw| range of a "profile" slot and ``ageing`` scales every effect of age
+    on a face (proportions, texture, hair; :func:`age_effects`): the world's two knobs of how hard the
+    cross-pose and the cross-age suites are.
     Returns ``(params, meta)``: float arrays for :func:`~dbrepro.data.synth.render.render_faces`
     and a DataFrame with the nuisance values in readable units.
     """
@@ -65,7 +70,7 @@ def image_parameters(
     s = float(nuisance)
     trait = {k: ident[k].to_numpy(dtype=np.float64) for k in ident.columns if k not in _LABEL_COLUMNS}
     meta = {
-        **pose(d, s, yaw_mode),
+        **pose(d, s, yaw_mode, profile_yaw),
         "age": image_age(d, s, trait["base_age"], age),
         **expression(d, s),
         **light(d, s),
@@ -78,7 +83,7 @@ def image_parameters(
         meta[k] = np.broadcast_to(np.asarray(v), (n,)).copy()
 
     male = (ident["sex"].to_numpy() == "M").astype(np.float64)
-    youth, old = age_effects(meta["age"])
+    youth, old = age_effects(meta["age"], ageing)
     p: dict[str, np.ndarray] = {
         **pose_params(meta, d, s),
         **face_params(trait, youth, old, d, s),
@@ -87,7 +92,7 @@ def image_parameters(
         **skin_marks_params(trait, old),
         **occluder_params(meta, d),
         **light_params(meta),
-        **colour_params(trait, meta, old, d),
+        **colour_params(trait, meta, old, d, ageing),
         **background_params(d),
     }
     return p, pd.DataFrame(meta)
@@ -97,7 +102,8 @@ def image_parameters(
 # the conditions of a photograph (meta, readable units)
 
 
-def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None,
+         profile_yaw: tuple[float, float] = PROFILE_YAW) -> dict[str, np.ndarray]:
     """Head pose in degrees. Yaw is a mixture (most photos near frontal, three in ten with a
     wider spread), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`) or "profile" (|yaw| in :data:`PROFILE_YAW`)."""
     wide = d.uniform("yaw_wide") < 0.3
@@ -107,7 +113,7 @@ def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None) -> dict[str, np
         yaw_mode = np.asarray(yaw_mode)
         frontal = d.uniform("frontal_yaw", -FRONTAL_YAW, FRONTAL_YAW)
         side = np.where(d.uniform("profile_side") < 0.5, -1.0, 1.0)
-        profile = side * d.uniform("profile_yaw", *PROFILE_YAW)
+        profile = side * d.uniform("profile_yaw", *profile_yaw)
         yaw = np.where(yaw_mode == "frontal", frontal, np.where(yaw_mode == "profile", profile, yaw))
     return {
         "yaw": yaw,
@@ -171,11 +177,13 @@ def photo(d: Draws, s: float) -> dict[str, np.ndarray]:
 # what the renderer draws
 
 
-def age_effects(age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(youth, old)`` in [0, 1]: how far a face is below 22 years (childlike proportions) and
-    above 40 (heavier jaw, longer nose, thinner lips, wrinkles, greying)."""
+def age_effects(age: np.ndarray, ageing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(youth, old)``, each in [0, ``ageing``]: how far a face is below 22 years (childlike proportions)
+    and above 40 (heavier jaw, longer nose, thinner lips, wrinkles, greying), scaled by ``ageing``."""
     youth = np.clip((22.0 - age) / 8.0, 0.0, 1.0)
     old = np.clip((age - 40.0) / 40.0, 0.0, 1.0)
+    if ageing != 1.0:
+        youth, old = ageing * youth, ageing * old
     return youth, old
 
 
@@ -296,10 +304,10 @@ def _ramp_rgb(ramp, x: np.ndarray) -> np.ndarray:
 
 
 def colour_params(trait: Mapping[str, np.ndarray], meta: Mapping[str, np.ndarray], old: np.ndarray,
-                  d: Draws) -> dict[str, np.ndarray]:
+                  d: Draws, ageing: float = 1.0) -> dict[str, np.ndarray]:
     """RGB colours: skin (tone, warmth, paler with age), hair (tone, red, greying after the
-    identity's onset age), iris, lips; the light's colour temperature; glasses, hat, mask, patch
-    (a hand half the time) and clothes."""
+    identity's onset age, scaled by ``ageing`` like every effect of age), iris, lips; the light's colour
+    temperature; glasses, hat, mask, patch (a hand half the time) and clothes."""
     p: dict[str, np.ndarray] = {}
     skin = _ramp_rgb(_SKIN_RAMP, trait["skin_tone"])
     skin = skin * (1.0 + np.outer(trait["skin_warmth"], [0.05, 0.0, -0.06]))
@@ -307,7 +315,7 @@ def colour_params(trait: Mapping[str, np.ndarray], meta: Mapping[str, np.ndarray
     p["skin_rgb"] = skin
     hair = _ramp_rgb(_HAIR_RAMP, trait["hair_tone"])
     hair = hair + trait["hair_red"][:, None] * (_RED_HAIR * (0.5 + hair.mean(axis=1, keepdims=True)) - hair)
-    grey = 0.55 * np.clip((meta["age"] - trait["grey_onset"]) / 25.0, 0.0, 1.0)
+    grey = ageing * 0.55 * np.clip((meta["age"] - trait["grey_onset"]) / 25.0, 0.0, 1.0)
     p["hair_rgb"] = hair + grey[:, None] * (_GREY_HAIR - hair)
     p["iris_rgb"] = _ramp_rgb(_IRIS_RAMP, trait["iris_hue"])
     lip_base = skin * np.array([0.95, 0.7, 0.7])

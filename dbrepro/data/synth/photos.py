@@ -35,20 +35,24 @@ def photograph(
     age: np.ndarray | None = None,
     overrides: Mapping[str, Any] | None = None,
     start: int = 0,
+    profile_yaw: tuple[float, float] | None = None,
+    ageing: float = 1.0,
 ) -> tuple[torch.Tensor, pd.DataFrame]:
     """One photograph per row of ``ident`` (identity traits, as :func:`sample_identities
     <dbrepro.data.synth.identities.sample_identities>` gives them), the image of row ``i``
     seeded by ``keys[i]``.
 
-    ``yaw_mode``, ``age`` and ``overrides`` impose conditions (see
-    :func:`~dbrepro.data.synth.nuisance.image_parameters`). ``start`` is the position of the
+    ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw`` and ``ageing`` are the
+    world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`). ``start`` is the position of the
     first row in its stream: rows are rendered in blocks of :data:`RENDER_BLOCK` counted from
     position 0, so the bytes of an image never depend on how a caller chunks its requests.
 
     Returns ``(images, meta)``: uint8 ``N x 3 x image_size x image_size`` and one row of
     conditions (:data:`~dbrepro.data.synth.nuisance.NUISANCE_COLUMNS`) per image.
     """
-    params, meta = image_parameters(ident, keys, nuisance, yaw_mode=yaw_mode, age=age, overrides=overrides)
+    extra = {} if profile_yaw is None else {"profile_yaw": tuple(profile_yaw)}
+    params, meta = image_parameters(ident, keys, nuisance, yaw_mode=yaw_mode, age=age, overrides=overrides,
+                                    ageing=ageing, **extra)
     return _render_blocks(params, keys, image_size, supersample, start), meta
 
 

@@ -86,7 +86,7 @@ class World:
         keys = stream_keys(self.seed, stream, np.arange(len(ids)))
         images, _ = photograph(ident, keys, nuisance=self.config.nuisance if nuisance is None else nuisance,
                                image_size=self.config.image_size, supersample=self.config.supersample,
-                               overrides=overrides)
+                               overrides=overrides, profile_yaw=self.config.profile_yaw, ageing=self.config.ageing)
         return images
 
 
@@ -150,7 +150,7 @@ def _photograph(ident: pd.DataFrame, stream: str, cfg: WorldConfig, seed: int, *
     """Photographs of the rows of ``ident``, image ``i`` seeded by position ``i`` of ``stream``."""
     keys = stream_keys(seed, stream, np.arange(len(ident)))
     return photograph(ident, keys, nuisance=cfg.nuisance, image_size=cfg.image_size, supersample=cfg.supersample,
-                      **conditions)
+                      profile_yaw=cfg.profile_yaw, ageing=cfg.ageing, **conditions)
 
 
 def _training_set(identities: pd.DataFrame, cfg: WorldConfig, seed: int) -> TensorFaces:
