@@ -103,7 +103,8 @@ def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: s
         data = {**data, "split": split}
     data = whole_set_as_itself(data)
     cfg = dict(data=data, backbone=p.backbone, backbone_kwargs=dict(p.backbone_kwargs),
-               embedding_size=p.embedding_size, image_size=p.image_size, epochs=p.epochs, batch_size=p.batch_size,
+               embedding_size=p.embedding_size, image_size=p.image_size, epochs=p.epochs, milestones=p.lr_milestones,
+               batch_size=p.batch_size,
                seed=seed)
     cfg.update(changes)
     return TrainConfig(**cfg)

@@ -129,7 +129,7 @@ def run_premise_maps(ch: Any, epochs: int | None = None) -> pd.DataFrame:
     def train(cell: dict[str, Any]) -> tuple[Any, Any]:
         data = ch.data if cell["map"] == "room" else sources.synthetic(world_data(profile, overrides={
             **_TINY_SUITES, "identity_spread": cell["identity_spread"], "nuisance": cell["nuisance"]}))
-        cfg = ch.config("cosface", seed=seed, epochs=epochs, data=data.train_spec,
+        cfg = ch.config("cosface", seed=seed, epochs=epochs, milestones=None, data=data.train_spec,
                         embedding_size=cell.get("embedding_size", profile.embedding_size))
         from . import experiments
 

@@ -22,6 +22,14 @@ def test_paper_profile_has_the_papers_settings():
     assert p.backbone in ("ir18", "ir50")
 
 
+def test_a_profile_may_state_its_own_schedule():
+    cpu = get_profile("cpu")
+    assert cpu.lr_milestones is not None and cpu.milestones == cpu.lr_milestones
+    assert max(cpu.milestones) <= cpu.epochs - 2  # two epochs at the lowest rate: the loss ends on a plateau (C1)
+    assert get_profile("smoke").milestones == scaled_milestones(get_profile("smoke").epochs)
+    assert get_profile("paper").replace(lr_milestones=(3,)).milestones == (3,)
+
+
 def test_scaled_milestones():
     assert scaled_milestones(15) == (5, 8, 11)
     assert scaled_milestones(30) == (10, 16, 22)

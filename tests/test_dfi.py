@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dbrepro import dfi as dfi_module
 from dbrepro.dfi import domain_frequency_indicator, inter_class_compactness
 
 
@@ -24,6 +25,16 @@ def brute_force_ic(weight: np.ndarray, k: int, s: float) -> np.ndarray:
         nearest = sorted(cosines, reverse=True)[:k]
         out[i] = math.log(sum(math.exp(s * c) for c in nearest))
     return out
+
+
+def full_matrix_ic(weight: np.ndarray, k: int, s: float) -> np.ndarray:
+    """Eq. 1 the direct way, in float64: the whole cosine matrix, each row sorted, the top k log-sum-exp'ed."""
+    unit = weight / np.linalg.norm(weight, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, -np.inf)
+    nearest = -np.sort(-cos, axis=1)[:, :k]
+    top = nearest[:, :1]
+    return (s * top + np.log(np.exp(s * (nearest - top)).sum(axis=1, keepdims=True)))[:, 0]
 
 
 @pytest.mark.parametrize("k,s", [(1, 64.0), (5, 64.0), (29, 8.0)])
@@ -52,6 +63,59 @@ def test_hand_example_and_self_excluded():
     # a duplicate prototype is a neighbour at cos = 1, but a class never counts itself
     dup = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     torch.testing.assert_close(inter_class_compactness(dup, k=1, s=3.0), torch.tensor([3.0, 3.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    "classes,dim,k,chunk",
+    [
+        (1000, 16, 10, 128),  # 8 blocks: after the diagonal tiles, only the cosines above the thresholds
+        (1000, 16, 100, 128),  # k near the block size: most tiles are not sparse, a plain top-k
+        (999, 16, 10, 100),  # a short last block; tiles whose size is not a multiple of 8
+        (300, 8, 150, 64),  # k > chunk: blocks hold fewer than k cosines for a while
+        (257, 512, 256, 4096),  # k = num_classes - 1, one tile
+    ],
+)
+def test_ic_matches_the_full_matrix(classes, dim, k, chunk):
+    weight = torch.randn(classes, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(classes + k))
+    ic = inter_class_compactness(weight, k=k, s=30.0, chunk=chunk)
+    np.testing.assert_allclose(ic.numpy(), full_matrix_ic(weight.numpy(), k, 30.0), rtol=1e-6)
+    ic32 = inter_class_compactness(weight.float(), k=k, s=30.0, chunk=chunk)
+    np.testing.assert_allclose(ic32.numpy(), full_matrix_ic(weight.numpy(), k, 30.0), rtol=2e-6)
+
+
+def test_the_thresholded_path_is_taken_and_exact(monkeypatch):
+    # clustered prototypes (tight groups of 40 classes, several per block) so that thresholds matter
+    gen = torch.Generator().manual_seed(7)
+    centres = torch.randn(25, 32, dtype=torch.float64, generator=gen)
+    weight = centres.repeat_interleave(40, dim=0) + 0.3 * torch.randn(1000, 32, dtype=torch.float64, generator=gen)
+    weight = weight[torch.randperm(1000, generator=gen)]
+    offered = []  # per thresholded offer: how many cosines passed the thresholds
+    set_flags = dfi_module._set_flags
+
+    def counting(mask, limit):
+        flat = set_flags(mask, limit)
+        if flat is not None:
+            offered.append(len(flat))
+        return flat
+
+    monkeypatch.setattr(dfi_module, "_set_flags", counting)
+    ic = inter_class_compactness(weight, k=10, s=64.0, chunk=128)
+    # 8 blocks: 28 off-diagonal tiles, offered by rows and by columns; most offers go through the
+    # thresholds, which let through a few percent of a tile's 128 x 128 cosines
+    assert len(offered) > 28 and sum(offered) < 0.05 * len(offered) * 128 * 128
+    np.testing.assert_allclose(ic.numpy(), full_matrix_ic(weight.numpy(), 10, 64.0), rtol=1e-6)
+
+
+def test_ties_and_duplicates_are_exact():
+    # 30 distinct prototypes, each repeated 12 times: every class has 11 neighbours at cos = 1 exactly
+    base = torch.randn(30, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    weight = base.repeat(12, 1)
+    for k in (5, 11, 12, 40):
+        ic = inter_class_compactness(weight, k=k, s=10.0, chunk=64)
+        np.testing.assert_allclose(ic.numpy(), full_matrix_ic(weight.numpy(), k, 10.0), rtol=1e-6)
+    assert torch.allclose(inter_class_compactness(weight, k=11, s=10.0, chunk=64), torch.tensor(10.0 + math.log(11)))
+    same = torch.ones(200, 3)  # all cosines 1: IC = s + log k for everyone
+    torch.testing.assert_close(inter_class_compactness(same, k=50, s=2.0, chunk=32), torch.full((200,), 2.0 + math.log(50)))
 
 
 def test_chunking_does_not_change_the_result():
@@ -119,5 +183,6 @@ def test_the_named_region_shown_by_the_dfi_chapter_holds_eq1():
     from dbrepro import dfi, show
 
     code = show.source(dfi.inter_class_compactness, region="Eq. 1 in row blocks").text
-    assert code.startswith("_check_weight_and_k(") and "topk(k" in code and "logsumexp(s * nearest" in code
+    assert code.startswith("_check_weight_and_k(") and "logsumexp(s * nearest" in code
+    assert "torch.mm(" in code and "fill_diagonal_" in code and "offer(" in code  # tiles, self excluded, top K
     assert '"""' not in code and "region" not in code  # the body only, markers left out

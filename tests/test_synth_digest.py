@@ -26,6 +26,14 @@ RECORDED: dict[str, dict] = {
                 "on_demand": "f4502b1dbf4d989abc8714a1f027a27be01c6f64a3e32fe10cc2941f4f978a16"},
         "trait_visibility": "16d378f95845c93af50fdc7b6435762ca8503dcf62011bcab1973a1febe1a9b0",
     },
+    # profile_yaw (62, 80) and ageing 0.5 by default: cross-pose hardest, as on real data (calibration, C3)
+    "15": {
+        "smoke": {"world": "bf8872f15fd6c6351c434d124d82f041c3a1a8fb1794878f334b02b5de26a6a3",
+                  "on_demand": "8c44280a24cdf3d207b591e0ec39ca2e8967a720af42f87e8b90ba16b03267a2"},
+        "cpu": {"world": "102ede4bcf5a6367e6071ee1884ca9b09a1d1fe3d5206fcc0e667473a1bbd57d",
+                "on_demand": "02876286501006e16999129bb5036b0e08c6c641e846611044994a2946757ed4"},
+        "trait_visibility": "16d378f95845c93af50fdc7b6435762ca8503dcf62011bcab1973a1febe1a9b0",
+    },
 }
 
 
