@@ -57,6 +57,8 @@ class Chapter:
     seeds: list[int]
     results: Results
     data: DataSource
+    #: what ``setup`` was asked to read: "casia", "ms1mv2", "synthetic" or "lfw"
+    dataset: str = "casia"
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -169,8 +171,10 @@ class Chapter:
         return self.results.add(name, value)
 
     def save(self) -> None:
-        """Write the chapter's results file, with its running time, and say so in one line."""
+        """Write the chapter's results file, with its running time and the data its numbers come from
+        (``data``: what was asked, what was read, as the banner says it), and say so in one line."""
         self.results.add("seconds", round(time.perf_counter() - self.started, 1))
+        self.results.add("data", {"dataset": self.dataset, "kind": self.data.kind, "description": self.data.description})
         self.results.save()
         n, m = len(self.results.claims), len(self.results.numbers)
         print(f"{self.name}: {n} claim{'s' * (n != 1)} and {m} number{'s' * (m != 1)} recorded "
@@ -212,7 +216,7 @@ def setup(name: str, profile: str | Profile, *, seed: int = 0, device: str = "au
     else:
         data = sources.synthetic(recipes.world_data(p))
     return Chapter(name=name, profile=p, device=resolve_device(device), seeds=[seed + s for s in p.seeds],
-                   results=Results(name, p.name, output_dir), data=data)
+                   results=Results(name, p.name, output_dir), data=data, dataset=dataset)
 
 
 # -- helpers several chapters share -----------------------------------------------------------------------

@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_world)
 
     h = sub.add_parser("rehearsal", help="write the tiny InsightFace folder that PROFILE=rehearsal reads",
-                       description="Render the rehearsal world (the smoke world at 112 x 112) and write it as an "
+                       description="Render the rehearsal world (40 identities at 112 x 112) and write it as an "
                                    "InsightFace folder: train.rec/.idx/property and the .bin packs every chapter "
                                    "reads at paper scale. A complete folder is left as it is.")
     h.add_argument("folder", help="where to write it (created)")

@@ -49,13 +49,32 @@ def missing(what: str, make_target: str) -> None:
     pytest.skip(message)
 
 
-def dbrepro_book(*args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def dbrepro_book(*args: str, timeout: int = 3600, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_vars}
     shared = ROOT.parent / "shared" / "data"
     if not env.get("DBREPRO_LFW") and (shared / "lfw").is_dir():
         env["DBREPRO_LFW"] = str(shared)
     return subprocess.run([sys.executable, "-m", "dbrepro.book", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def check_executed(build: Path, profile: str, name: str) -> dict:
+    """The executed notebook ran every cell without an error; its results file, read back."""
+    nb = nbformat.read(build / profile / "notebooks" / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+    assert all(c.get("execution_count") for c in code if c.source.strip()), "a code cell was not executed"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    results = json.loads((build / profile / "results" / name / "results.json").read_text())
+    assert results["notebook"] == name
+    assert results["profile"] == profile
+    assert isinstance(results["numbers"], dict)
+    for claim in results["claims"]:
+        assert claim["verdict"] in VERDICTS, claim
+        assert claim["claim"] and claim["id"], claim
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +103,9 @@ def smoke_site(smoke_build) -> Path:
 
 @pytest.mark.parametrize("name", ORDER)
 def test_notebook_runs_in_the_smoke_profile(smoke_build, name):
-    executed = smoke_build / "smoke" / "notebooks" / f"{name}.ipynb"
-    nb = nbformat.read(executed, as_version=4)
-    nbformat.validate(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
-    assert all(c.get("execution_count") for c in code if c.source.strip()), "a code cell was not executed"
-    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert errors == []
-
-    results = json.loads((smoke_build / "smoke" / "results" / name / "results.json").read_text())
-    assert results["notebook"] == name
-    assert results["profile"] == "smoke"
-    assert isinstance(results["numbers"], dict)
-    for claim in results["claims"]:
-        assert claim["verdict"] in VERDICTS, claim
-        assert claim["claim"] and claim["id"], claim
+    results = check_executed(smoke_build, "smoke", name)
+    if name != "scorecard":
+        assert results["numbers"]["data"]["kind"] in ("synthetic", "lfw"), results["numbers"]["data"]
 
 
 def test_status_records_every_notebook(smoke_build):
@@ -136,3 +142,42 @@ def test_site_renders_offline_in_chromium(smoke_site, smoke_build):
     assert "math elements typeset" in result.stdout
     assert "checked scorecard.html offline at 1300 px" in result.stdout  # the scorecard fits the column
     assert list((smoke_build / "smoke" / "check").glob("*.png"))
+
+
+# -- the rehearsal: every chapter through the paper profile's code path, on an InsightFace folder -------------
+
+@pytest.fixture(scope="module")
+def rehearsal_build(tmp_path_factory) -> Path:
+    """``dbrepro rehearsal DIR`` (a real InsightFace folder: train.rec/.idx/property and the .bin packs, 112 px),
+    then every notebook executed in the rehearsal profile on it, as ``make rehearsal`` does; the build folder."""
+    build = tmp_path_factory.mktemp("rehearsal-build")
+    folder = build / "insightface"
+    written = subprocess.run([sys.executable, "-m", "dbrepro", "rehearsal", str(folder)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert written.returncode == 0, written.stdout + written.stderr
+    result = dbrepro_book("run", "--profile", "rehearsal", "--build-dir", str(build), "--keep-going",
+                          DBREPRO_CASIA=str(folder), DBREPRO_MS1MV2=str(folder))
+    print(result.stdout)
+    if result.returncode != 0:
+        pytest.fail(f"dbrepro.book run --profile rehearsal failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return build
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_runs_in_the_rehearsal_profile(rehearsal_build, name):
+    results = check_executed(rehearsal_build, "rehearsal", name)
+    if name == "scorecard":
+        return
+    data = results["numbers"]["data"]
+    if data["dataset"] in ("casia", "ms1mv2"):  # the paper profile's branch: the user's folder, never a world
+        assert data["kind"] == "insightface", data
+    else:  # the world's own chapter, LFW's
+        assert data["dataset"] in ("synthetic", "lfw") and data["kind"] == data["dataset"], data
+
+
+def test_rehearsal_trains_the_paper_path(rehearsal_build):
+    status = json.loads((rehearsal_build / "rehearsal" / "status.json").read_text())
+    assert {n: s["status"] for n, s in status["notebooks"].items()} == {n: "ok" for n in ORDER}
+    read_real = [n for n in ORDER if n != "scorecard" and json.loads(
+        (rehearsal_build / "rehearsal" / "results" / n / "results.json").read_text())["numbers"]["data"]["kind"] == "insightface"]
+    assert sorted(set(ORDER) - set(read_real)) == ["00-synthetic-faces", "lfw-long-tail", "scorecard"], read_real
