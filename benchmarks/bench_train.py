@@ -4,7 +4,9 @@ Both loops train the same model (small backbone, cpu-profile sizes) with the sam
 batches and flips on the same in-memory data; the bare loop is the minimum a hand-written script
 does. The two are interleaved and each is timed ``--repeats`` times; the best time of each counts.
 
-    python benchmarks/bench_train.py [--images 4096] [--classes 500] [--size 32] [--repeats 3]
+    python benchmarks/bench_train.py [--images 4096] [--classes 500] [--size 32] [--batch 32] [--repeats 3]
+
+``--batch`` defaults to the cpu profile's batch size, so that img/s is the cpu recipe's.
 
 Target (issue 3): trainer overhead <= 3 %.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dbrepro.config import get_profile
 from dbrepro.data.base import TensorFaces
 from dbrepro.data.samplers import RandomBatchSampler
 from dbrepro.models import normalize_images
@@ -66,21 +69,22 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=500)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=get_profile("cpu").batch_size, help="batch size (default: the cpu profile's)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
     data = make_data(args.images, args.classes, args.size)
     cfg = TrainConfig(data={"kind": "bench"}, backbone="small", embedding_size=128, image_size=args.size,
-                      head="cosface", head_kwargs={"s": 64.0, "m": 0.35}, epochs=args.epochs, batch_size=256)
+                      head="cosface", head_kwargs={"s": 64.0, "m": 0.35}, epochs=args.epochs, batch_size=args.batch)
     bare_loop(cfg, data)  # warm-up (allocator, oneDNN kernels)
     bare, trainer = [], []
     for _ in range(args.repeats):
         bare.append(bare_loop(cfg, data))
         trainer.append(trainer_loop(cfg, data))
-    n = args.epochs * (args.images // 256) * 256
+    n = args.epochs * (args.images // args.batch) * args.batch
     b, t = min(bare), min(trainer)
     print(f"{torch.get_num_threads()} threads, {args.images} images of {args.size} px, {args.classes} classes, "
-          f"{args.epochs} epochs, best of {args.repeats}")
+          f"{args.epochs} epochs, batches of {args.batch}, best of {args.repeats}")
     print(f"{'loop':<10} {'seconds':>8} {'img/s':>8}")
     print(f"{'bare':<10} {b:8.2f} {n / b:8.0f}")
     print(f"{'trainer':<10} {t:8.2f} {n / t:8.0f}")

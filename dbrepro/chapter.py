@@ -89,9 +89,7 @@ class Chapter:
 
     def config(self, recipe: str, **kw: Any):
         """The config of ``recipe`` (:data:`dbrepro.recipes.RECIPES`) on the chapter's data and profile."""
-        if recipe == "db" and "k" not in kw:
-            kw["num_classes"] = self.num_classes
-        return recipes.RECIPES[recipe](self.profile, data=kw.pop("data", self.data.train_spec), **kw)
+        return recipes.on_data(recipe, self.profile, kw.pop("data", self.data.train_spec), lambda: self.num_classes, **kw)
 
     def train(self, cfg: Any, label: str | None = None):
         """The complete run of ``cfg``: from the run cache, or trained on the chapter's device."""

@@ -114,9 +114,7 @@ def _recipe_config(args: argparse.Namespace):
     if args.split:
         # a B split's size depends on the class count (B-0); an A split only names itself
         spec = recipes.range_split(spec, args.split, data.num_classes if args.split.startswith("B-") else 0)
-    if args.recipe == "db" and "k" not in kw:
-        kw["num_classes"] = data.num_classes
-    return recipes.RECIPES[args.recipe](args.profile, data=spec, **kw)
+    return recipes.on_data(args.recipe, args.profile, spec, lambda: data.num_classes, **kw)
 
 
 def _config_from_args(args: argparse.Namespace):

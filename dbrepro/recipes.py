@@ -226,3 +226,15 @@ RECIPES: dict[str, Callable[..., TrainConfig]] = {
     "sphereface": sphereface,
     "db": domain_balancing,
 }
+
+
+def on_data(recipe: str, profile: str | Profile, data: dict[str, Any], num_classes: Callable[[], int] | int,
+            **kw: Any) -> TrainConfig:
+    """The config of ``recipe`` (:data:`RECIPES`) on the training set ``data``, as chapters and ``dbrepro train``
+    both build it: ``db`` gets its K from the class count (:func:`dfi_k`) unless ``k`` is given.
+    ``num_classes`` may be a function, called only when the recipe needs it."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    if recipe == "db" and "k" not in kw:
+        kw["num_classes"] = num_classes() if callable(num_classes) else num_classes
+    return RECIPES[recipe](profile, data=data, **kw)

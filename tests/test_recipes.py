@@ -92,3 +92,21 @@ def test_a0_is_the_whole_training_set_and_shares_its_run():
     whole = specs.training_set(recipes.world_data("smoke"))
     a0 = specs.apply_split(whole, "A-0")
     assert len(a0) == len(whole) and (a0.labels == whole.labels).all() and bool((a0.images == whole.images).all())
+
+
+def test_on_data_reads_the_class_count_only_for_db():
+    from dbrepro import recipes
+
+    data = recipes.world_data("smoke")
+    calls = []
+
+    def count():
+        calls.append(1)
+        return 1000
+
+    assert recipes.on_data("cosface", "smoke", data, count).head == "cosface" and calls == []
+    db = recipes.on_data("db", "smoke", data, count)
+    assert calls == [1] and db.dfi.k == recipes.dfi_k(1000)
+    assert recipes.on_data("db", "smoke", data, count, k=7).dfi.k == 7 and calls == [1]
+    with pytest.raises(ValueError, match="unknown recipe 'adacos'"):
+        recipes.on_data("adacos", "smoke", data, 10)

@@ -8,13 +8,12 @@ Shape (widths ``w0, w1, w2``)::
     head    Flatten - Linear(w2 * (S/8)^2 -> D) - BatchNorm1d            -> embedding
 
 ``(+)`` is an identity shortcut around the second conv of each stage (``residual=True``,
-the default): an element-wise add that costs under 5% of the training speed and, on a toy
-200-identity task trained for 6 epochs, raised held-out identification accuracy from
-0.03-0.36 to 0.49-0.71 (three seeds). The input side must be divisible by 8.
+the default): an element-wise add, cheap next to the convs, without which the short cpu schedule
+trains far worse features. The input side must be divisible by 8.
 
-The network keeps its conv weights and activations in ``channels_last`` memory format: on a
-2-core CPU this trains about 1.3x faster (about 5,500 instead of 4,200 img/s at 32 px,
-batch 256, with a 1000-class cosine head); results are the same up to float rounding.
+The network keeps its conv weights and activations in ``channels_last`` memory format, which
+oneDNN's CPU convolutions run faster; results are the same up to float rounding.
+``benchmarks/bench_train.py`` measures its img/s (the README's benchmarks table).
 """
 
 from __future__ import annotations
