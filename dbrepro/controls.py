@@ -57,10 +57,16 @@ class Control:
 
 
 def convergence(history: Sequence[Mapping[str, Any]]) -> dict[str, float | bool]:
-    """Plateau and progress of one run's loss history (``history[e]["loss"]``, the mean loss of epoch e)."""
+    """Plateau and progress of one run's loss history (``history[e]["loss"]``, the mean loss of epoch e).
+
+    A run of one epoch has no last drop: ``last_drop`` and ``progress`` are NaN, ``plateau`` and ``learned``
+    None (:func:`c1_converged` then says "not measured")."""
     losses = [float(h["loss"]) for h in history]
+    if not losses:
+        raise ValueError("convergence: the run has no epoch in its history")
     if len(losses) < 2:
-        raise ValueError("convergence: a run needs at least two epochs to tell a plateau")
+        return {"last_drop": float("nan"), "progress": float("nan"), "first": losses[0], "final": losses[0],
+                "plateau": None, "learned": None}
     last_drop = (losses[-2] - losses[-1]) / abs(losses[-2])
     progress = losses[-1] / losses[0]
     return {"last_drop": last_drop, "progress": progress, "first": losses[0], "final": losses[-1],
@@ -69,15 +75,19 @@ def convergence(history: Sequence[Mapping[str, Any]]) -> dict[str, float | bool]
 
 def c1_converged(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> Control:
     """``histories[recipe]`` = one loss history per seed. Reproduced when every run of every recipe converged."""
-    failing = []
+    failing, short = [], []
     for recipe, runs in histories.items():
         for i, history in enumerate(runs):
             c = convergence(history)
-            if not (c["plateau"] and c["learned"]):
+            if c["plateau"] is None:
+                short.append(recipe)
+            elif not (c["plateau"] and c["learned"]):
                 why = [] if c["plateau"] else [f"last epoch -{100 * c['last_drop']:.1f}%"]
                 why += [] if c["learned"] else [f"final/first loss {c['progress']:.2f}"]
                 failing.append(f"{recipe} (run {i + 1}: {', '.join(why)})")
     n = sum(len(r) for r in histories.values())
+    if short:
+        return Control("C1", "not measured", f"{len(short)} of {n} runs trained one epoch: a plateau needs two")
     if failing:
         return Control("C1", "not reproduced", f"{len(failing)} of {n} runs did not converge: " + "; ".join(failing))
     return Control("C1", "reproduced", f"all {n} runs of {len(histories)} recipes converged")

@@ -1,5 +1,7 @@
 """Positive controls: each verdict from hand-made numbers, thresholds as the calibration chapter states them."""
 
+import pytest
+
 from dbrepro import controls
 
 
@@ -16,6 +18,15 @@ def test_c1_needs_a_plateau_and_learning():
     bad = {**good, "arcface": [hist(12, 7, 6.9)]}
     c = controls.c1_converged(bad)
     assert c.verdict == "not reproduced" and "arcface" in c.ours and "final/first loss 0.58" in c.ours
+
+
+def test_c1_of_one_epoch_runs_is_not_measured():
+    one = controls.convergence(hist(7.5))
+    assert one["plateau"] is None and one["learned"] is None and one["final"] == 7.5
+    c = controls.c1_converged({"cosface": [hist(7.5)], "softmax": [hist(6, 1, 0.995)]})
+    assert c.verdict == "not measured" and "1 of 2 runs trained one epoch" in c.ours
+    with pytest.raises(ValueError, match="no epoch"):
+        controls.convergence([])
 
 
 def acc(lfw, calfw, cplfw, agedb, spread=0.001):
