@@ -453,3 +453,24 @@ def test_a_second_executor_on_the_same_build_folder_is_refused(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: another executor (pid {os.getpid()}) is running in {build / 'smoke'}; wait for it or stop it"]
     assert not (build / "smoke" / ".staging").exists()  # released: the lock and its folder are gone
+
+
+def test_a_signal_taken_by_another_thread_waits_for_the_commit():
+    """SIGTERM sent while a commit runs, and taken by a thread that does not mask it (as the kernel
+    client's threads do not): the commit finishes first, then the run is interrupted, once."""
+    from dbrepro.book.runner import Interrupted, interrupts_deferred, interrupts_raise
+
+    steps = []
+    with pytest.raises(Interrupted) as caught:
+        with interrupts_raise():
+            with interrupts_deferred():
+                steps.append("commit begins")
+                killer = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+                killer.start()
+                killer.join()
+                for _ in range(1000):  # bytecodes: Python would run a handler here
+                    time.sleep(0)
+                steps.append("commit ends")
+            steps.append("after the commit")  # not reached: the signal is delivered as the block ends
+    assert steps == ["commit begins", "commit ends"]
+    assert caught.value.signame == "SIGTERM"

@@ -107,15 +107,26 @@ def _quiet_event_loop() -> None:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (a commit); a pending one is delivered right after."""
+    """Hold SIGINT and SIGTERM back for the block (a commit); a pending one is delivered right after.
+
+    Masking the signals in this thread is not enough: the kernel client's threads do not mask them, the
+    kernel of the process takes one on any of them, and Python then runs its handler in the main thread at
+    the next bytecode, in the middle of the commit. So the Python handlers are swapped for one that only
+    remembers, and the first remembered signal is raised again once the block is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in _SIGNALS}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 class BuildLock:
