@@ -146,6 +146,28 @@ def run_premise_maps(ch: Any, epochs: int | None = None) -> pd.DataFrame:
     return pd.concat([room, identity], ignore_index=True)
 
 
+def premise_summary(maps: pd.DataFrame, embedding_size: int, k: int) -> str:
+    """One sentence on the maps of :func:`run_premise_maps`: in how many cells the premise's sign holds
+    (Spearman(IC, domain frequency) > 0), its largest value and where, and the value nearest the chapter's
+    own regime (its embedding size, the map's K nearest to its ``k``). No threshold: the DB paper gives none."""
+    if maps.empty:
+        return "no premise map was measured"
+    best = maps.loc[maps["rho"].idxmax()]
+    if best["map"] == "room":
+        where = f"the room map, {int(best['embedding_size'])}-D and K = {int(best['K'])}"
+    else:
+        where = (f"the identity map, identity spread {best['identity_spread']:g} against nuisance "
+                 f"{best['nuisance']:g}")
+    room = maps[(maps["map"] == "room") & (maps["embedding_size"] == embedding_size)]
+    own = ""
+    if not room.empty:
+        near = room.loc[(room["K"] - k).abs().idxmin()]
+        own = f"; at this world's {embedding_size}-D and K = {int(near['K'])} (nearest to its K = {k}): {near['rho']:+.2f}"
+    positive = int((maps["rho"] > 0).sum())
+    return (f"Spearman(IC, domain frequency) is positive in {positive} of {len(maps)} cells, at most "
+            f"{best['rho']:+.2f} (in {where}){own}")
+
+
 def plot_premise_maps(maps: pd.DataFrame, marks: Sequence[Regime] = ()):
     """The two maps as heat maps of Spearman(IC, domain frequency), the given regimes marked where they sit."""
     import matplotlib.pyplot as plt

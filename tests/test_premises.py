@@ -141,3 +141,23 @@ def test_cpu_world_premises():
     if np.mean(rho) < 0.3:
         pytest.xfail(f"DB Fig. 4 premise does not hold in this world: Spearman(IC, domain size) = {np.mean(rho):+.2f} "
                      "(reported as 'not reproduced' in the synthetic-faces chapter)")
+
+
+def test_premise_summary_counts_the_sign_and_finds_the_best_cell_and_our_own():
+    import pandas as pd
+
+    from dbrepro.regime import premise_summary
+
+    maps = pd.DataFrame([
+        {"map": "room", "embedding_size": 8, "K": 4, "rho": 0.15},
+        {"map": "room", "embedding_size": 128, "K": 4, "rho": -0.11},
+        {"map": "room", "embedding_size": 128, "K": 8, "rho": -0.10},
+        {"map": "identity", "identity_spread": 1.0, "nuisance": 0.35, "K": 6, "rho": 0.05},
+    ])
+    text = premise_summary(maps, embedding_size=128, k=6)
+    assert text.startswith("Spearman(IC, domain frequency) is positive in 2 of 4 cells, at most +0.15")
+    assert "the room map, 8-D and K = 4" in text
+    assert "128-D and K = 4 (nearest to its K = 6): -0.11" in text  # the first of two equally near Ks
+    best_identity = maps.assign(rho=[-0.2, -0.11, -0.10, 0.3])
+    assert "identity spread 1 against nuisance 0.35" in premise_summary(best_identity, 128, 6)
+    assert premise_summary(maps.iloc[:0], 128, 6) == "no premise map was measured"
