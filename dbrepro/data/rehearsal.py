@@ -15,7 +15,7 @@ pairs again: the synthetic world has no separate frontal-profile suite.
 
 Sizes: the fewest faces at 112 x 112 that give every chapter what it reads, since every image costs
 rendering, packing and a forward pass at 112 px on a CPU. 40 identities of 3 to 20 images (about 300):
-a batch of 32 and more, classes on both sides of every long-tail split (RL's tail is "fewer than 20
+batches of 32, classes on both sides of every long-tail split (RL's tail is "fewer than 20
 images", and A-4 must keep some identities), more classes than the DFI's K; 20 pairs per suite and
 per domain pack, the least the 10-fold protocol takes (one matched and one mismatched pair per fold).
 Its numbers mean nothing, and every page of the rehearsal says so.
