@@ -97,6 +97,18 @@ class Chapter:
 
         return experiments.train(cfg, device=self.device, num_workers=self.profile.num_workers, label=label)
 
+    def train_all(self, cfgs: Any) -> Any:
+        """The complete runs of many configs: a dict of configs gives a dict of runs (same keys), a list a
+        list. The runs not in the cache train ``profile.train_jobs`` at a time on the CPU
+        (:func:`dbrepro.experiments.train_many`)."""
+        from . import experiments
+
+        keyed = dict(cfgs) if isinstance(cfgs, dict) else dict(enumerate(cfgs))
+        runs = experiments.train_many(list(keyed.values()), device=self.device, jobs=self.profile.train_jobs,
+                                      num_workers=self.profile.num_workers)
+        out = dict(zip(keyed, runs))
+        return out if isinstance(cfgs, dict) else list(out.values())
+
     def evaluate(self, run: Any, suites: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Evaluation results of a complete run on ``suites`` (cached in the run folder)."""
         from . import experiments
@@ -107,7 +119,8 @@ class Chapter:
         """:func:`dbrepro.grid.run_grid` on the chapter's device: one row per (cell, suite)."""
         from .grid import run_grid
 
-        return run_grid(cells, suites, device=str(self.device), num_workers=self.profile.num_workers, **kw)
+        return run_grid(cells, suites, device=str(self.device), num_workers=self.profile.num_workers,
+                        jobs=self.profile.train_jobs, **kw)
 
     def compare(self, table: Any, a: dict[str, Any], b: dict[str, Any], suites: dict[str, Any],
                 expect: str = "greater", names: tuple[str, str] | None = None) -> Comparison:

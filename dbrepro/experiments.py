@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,6 +82,77 @@ def train(cfg: TrainConfig, *, device: str | torch.device = "auto", progress: bo
         print(f"{name}: trained in {time.perf_counter() - t0:.1f} s "
               f"({m['num_images']} images, {m['num_classes']} classes, final loss {m['final_loss']:.3f})", flush=True)
     return run
+
+
+def train_many(cfgs: Sequence[TrainConfig], *, device: str | torch.device = "auto", jobs: int = 1,
+               labels: Sequence[str] | None = None, verbose: bool = True, num_workers: int = 0) -> list[Run]:
+    """The complete run of every config, in order: like ``[train(c) for c in cfgs]``, but on the CPU the
+    runs not yet in the cache train ``jobs`` at a time, each in a worker process of one PyTorch thread
+    (:mod:`dbrepro.workers`: why this is faster on a small CPU model).
+
+    ``jobs``: parallel trainings (``0``: one per usable core; ``$DBREPRO_JOBS`` overrides it). On CUDA,
+    under ``torchrun``, or with fewer than two runs to train, everything trains in this process, one
+    after the other. Identical configs train once. A run trained in a worker has the same key and the
+    same files as one trained here; its numbers may differ in the last float bits (1 thread, not 2).
+    ``labels`` name the runs in progress lines (default :func:`describe`).
+    """
+    from . import workers
+
+    cfgs = list(cfgs)
+    labels = list(labels) if labels is not None else [describe(c) for c in cfgs]
+    if len(labels) != len(cfgs):
+        raise ValueError(f"train_many: {len(labels)} labels for {len(cfgs)} configs")
+    todo: dict[str, tuple[TrainConfig, str]] = {}
+    keys = []
+    for cfg, label in zip(cfgs, labels):
+        run = runs_mod.get_run(cfg.to_dict())
+        keys.append(run.key)
+        if run.key not in todo and run.verify().state is not RunState.COMPLETE:
+            todo[run.key] = (cfg, label)
+    trained: set[str] = set()
+    jobs = min(workers.jobs_from_env(jobs), len(todo))
+    if jobs >= 2 and resolve_device(device).type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        threads = max(1, workers.usable_cores() // jobs)
+        _prepare_shared_data([c.data for c, _ in todo.values()])
+        if verbose:
+            print(f"training {len(todo)} runs, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)",
+                  flush=True)
+        for key, label, seconds, final in workers.imap_unordered(
+                "dbrepro.experiments:_train_in_worker", [[c.to_dict(), l] for c, l in todo.values()], jobs, threads):
+            trained.add(key)
+            if verbose:
+                print(f"{label}: trained in {seconds:.1f} s (final loss {final:.3f})", flush=True)
+    # what the workers trained has been said; this loads it (verified) and trains whatever is left
+    return [train(cfg, device=device, verbose=verbose and key not in trained, label=label, num_workers=num_workers)
+            for cfg, label, key in zip(cfgs, labels, keys)]
+
+
+def _prepare_shared_data(data_specs: Sequence[dict[str, Any]]) -> None:
+    """Render (into its disk cache) every synthetic world that two or more of the pending runs train on, here,
+    once, before the workers start: else each of them would render it. A world only one run needs is left to
+    the worker that trains it, so that different worlds render side by side."""
+    def world_key(spec: dict[str, Any]) -> str:
+        return canonical_json({k: spec.get(k) for k in ("kind", "preset", "seed", "overrides")})
+
+    counts: dict[str, int] = {}
+    for spec in data_specs:
+        if spec.get("kind") == "synth":
+            counts[world_key(spec)] = counts.get(world_key(spec), 0) + 1
+    done = set()
+    for spec in data_specs:
+        key = world_key(spec) if spec.get("kind") == "synth" else None
+        if key is not None and counts[key] > 1 and key not in done:
+            specs.world_for(spec)
+            done.add(key)
+
+
+def _train_in_worker(item: list[Any]) -> tuple[str, str, float, float]:
+    """One run of :func:`train_many`, in a worker process (``[config dict, label]``): (key, label, seconds,
+    final loss)."""
+    cfg_dict, label = item
+    run = train(TrainConfig.from_dict(cfg_dict), device="cpu", progress=False, verbose=False, label=label)
+    m = run.metrics()
+    return run.key, label, float(m["train_seconds"]), float(m["final_loss"])
 
 
 def _is_main_process() -> bool:

@@ -24,8 +24,11 @@ from .results import fmt_pm
 
 
 def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, device: str = "auto",
-             flip: bool = False, verbose: bool = True, num_workers: int = 0) -> pd.DataFrame:
+             flip: bool = False, verbose: bool = True, num_workers: int = 0, jobs: int = 1) -> pd.DataFrame:
     """Train (or load) and evaluate every cell; one row per cell and suite.
+
+    The runs not in the cache train first, ``jobs`` at a time on the CPU
+    (:func:`dbrepro.experiments.train_many`), then every cell is evaluated in order.
 
     A cell is a mapping with a ``config`` (:class:`dbrepro.train.TrainConfig`) and any labels
     (``method``, ``split``, ``seed``, ...) that become columns. The row also carries the run key,
@@ -35,12 +38,15 @@ def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, d
     rows = []
     t0 = time.perf_counter()
     cells = list(cells)
+    names = []
     for i, cell in enumerate(cells):
         labels = {k: v for k, v in cell.items() if k != "config"}
-        cfg = cell["config"]
-        name = ", ".join(f"{v}" for v in labels.values()) or experiments.describe(cfg)
-        run = experiments.train(cfg, device=device, verbose=verbose, label=f"[{i + 1}/{len(cells)}] {name}",
-                                num_workers=num_workers)
+        name = ", ".join(f"{v}" for v in labels.values()) or experiments.describe(cell["config"])
+        names.append(f"[{i + 1}/{len(cells)}] {name}")
+    trained = experiments.train_many([c["config"] for c in cells], device=device, jobs=jobs, labels=names,
+                                     verbose=verbose, num_workers=num_workers)
+    for cell, run in zip(cells, trained):
+        labels = {k: v for k, v in cell.items() if k != "config"}
         results = experiments.evaluate(run, suites, device=device, flip=flip)
         metrics = run.metrics()
         for suite, result in results.items():

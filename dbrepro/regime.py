@@ -120,26 +120,34 @@ def run_premise_maps(ch: Any, epochs: int | None = None) -> pd.DataFrame:
     ``map="room"``: embedding size x K on the chapter's world; ``map="identity"``: identity spread x nuisance
     (worlds re-rendered with those knobs, tiny test suites), at the profile's embedding size and K.
     """
-    from .data import sources
+    from .data import specs
     from .recipes import dfi_k, world_data
 
     profile, seed = ch.profile, ch.seeds[0]
     epochs = epochs or max(2, profile.epochs // 2)
 
+    def spec(cell: dict[str, Any]) -> dict[str, Any]:
+        return ch.data.train_spec if cell["map"] == "room" else world_data(profile, overrides={
+            **_TINY_SUITES, "identity_spread": cell["identity_spread"], "nuisance": cell["nuisance"]})
+
+    def config(cell: dict[str, Any]) -> Any:
+        return ch.config("cosface", seed=seed, epochs=epochs, milestones=None, data=spec(cell),
+                         embedding_size=cell.get("embedding_size", profile.embedding_size))
+
     def train(cell: dict[str, Any]) -> tuple[Any, Any]:
-        data = ch.data if cell["map"] == "room" else sources.synthetic(world_data(profile, overrides={
-            **_TINY_SUITES, "identity_spread": cell["identity_spread"], "nuisance": cell["nuisance"]}))
-        cfg = ch.config("cosface", seed=seed, epochs=epochs, milestones=None, data=data.train_spec,
-                        embedding_size=cell.get("embedding_size", profile.embedding_size))
         from . import experiments
 
-        return experiments.load(ch.train(cfg)).objective.head.weight, data.world
+        world = ch.world if cell["map"] == "room" else specs.world_for(spec(cell))
+        return experiments.load(ch.train(config(cell))).objective.head.weight, world
 
+    room_cells = [{"map": "room", "embedding_size": d} for d in MAP_EMBEDDINGS]
+    identity_cells = [{"map": "identity", "identity_spread": sp, "nuisance": nu}
+                      for sp in MAP_SPREADS for nu in MAP_NUISANCES]
+    ch.train_all([config(c) for c in room_cells + identity_cells])  # side by side on the CPU; then cached
     ks = [k for k in MAP_KS if k < ch.num_classes]
-    room = premise_map([{"map": "room", "embedding_size": d} for d in MAP_EMBEDDINGS], train, ks, profile.scale)
+    room = premise_map(room_cells, train, ks, profile.scale)
     k = dfi_k(ch.num_classes)
-    identity = premise_map([{"map": "identity", "identity_spread": sp, "nuisance": nu}
-                            for sp in MAP_SPREADS for nu in MAP_NUISANCES], train, [k], profile.scale)
+    identity = premise_map(identity_cells, train, [k], profile.scale)
     sizes = ch.world.domain_table()["identities"]
     room["classes_per_dimension"] = ch.num_classes / room["embedding_size"]
     room["domain_size_over_k"] = float(np.median(sizes)) / room["K"]

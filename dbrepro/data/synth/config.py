@@ -49,6 +49,9 @@ class WorldConfig:
     #: the cross-age suites are, against each other and against LFW
     profile_yaw: tuple[float, float] = (62.0, 80.0)
     ageing: float = 0.5
+    #: share of the photographs whose yaw is drawn from the wide component of the pose mixture (the others
+    #: stay near frontal): how much large-pose variation the training set shows a network
+    wide_pose_share: float = 0.3
     #: evaluation suites (pair counts are totals over the 10 folds)
     lfw_pairs: int = 6000
     cplfw_pairs: int = 2000
@@ -114,6 +117,7 @@ def validate_config(cfg: WorldConfig) -> None:
     need(len(cfg.profile_yaw) == 2 and 8.0 < cfg.profile_yaw[0] < cfg.profile_yaw[1] <= 85.0, "profile_yaw",
          "two angles (low, high) with 8 < low < high <= 85 degrees (beyond the frontal slot's 8)")
     need(0.0 <= cfg.ageing <= 1.5, "ageing", "in [0, 1.5]")
+    need(0.0 <= cfg.wide_pose_share <= 1.0, "wide_pose_share", "in [0, 1]")
     for name in _PAIR_FIELDS:
         n = getattr(cfg, name)
         need(isinstance(n, int) and n >= 20 and n % 20 == 0, name,

@@ -48,7 +48,8 @@ def render_distractors(cfg: WorldConfig, seed: int, start: int, stop: int) -> to
                               cfg.identity_spread)
     keys = stream_keys(seed, "distractor", index)
     images, _ = photograph(ident, keys, nuisance=cfg.nuisance, image_size=cfg.image_size,
-                           supersample=cfg.supersample, start=lo, profile_yaw=cfg.profile_yaw, ageing=cfg.ageing)
+                           supersample=cfg.supersample, start=lo, profile_yaw=cfg.profile_yaw, ageing=cfg.ageing,
+                           wide_pose_share=cfg.wide_pose_share)
     return images[start - lo: stop - lo]
 
 

@@ -32,6 +32,8 @@ from .rng import Draws
 #: yaw of a suite's "frontal" slot (|yaw| below this, degrees) and of its "profile" slot (|yaw| in this range)
 FRONTAL_YAW = 8.0
 PROFILE_YAW = (45.0, 62.0)
+#: share of photographs drawn from the wide component of the yaw mixture (:func:`pose`; a world's ``wide_pose_share``)
+WIDE_POSE_SHARE = 0.3
 
 #: per-image meta columns written for every image (angles in degrees, ages in years)
 NUISANCE_COLUMNS = (
@@ -53,6 +55,7 @@ def image_parameters(
     overrides: Mapping[str, Any] | None = None,
     profile_yaw: tuple[float, float] = PROFILE_YAW,
     ageing: float = 1.0,
+    wide_pose_share: float = WIDE_POSE_SHARE,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Renderer parameters and meta for one image per row of ``ident`` (identity traits).
 
@@ -61,7 +64,8 @@ def image_parameters(
     :data:`NUISANCE_COLUMNS` (broadcast), e.g. ``{"yaw": np.linspace(-60, 60, 7)}``.
     ``profile_yaw`` is the |yaw| range of a "profile" slot and ``ageing`` scales every effect of age
     on a face (proportions, texture, hair; :func:`age_effects`): the world's two knobs of how hard the
-    cross-pose and the cross-age suites are.
+    cross-pose and the cross-age suites are; ``wide_pose_share`` is the share of photographs drawn from
+    the wide component of the yaw mixture (:func:`pose`).
     Returns ``(params, meta)``: float arrays for :func:`~dbrepro.data.synth.render.render_faces`
     and a DataFrame with the nuisance values in readable units.
     """
@@ -70,7 +74,7 @@ def image_parameters(
     s = float(nuisance)
     trait = {k: ident[k].to_numpy(dtype=np.float64) for k in ident.columns if k not in _LABEL_COLUMNS}
     meta = {
-        **pose(d, s, yaw_mode, profile_yaw),
+        **pose(d, s, yaw_mode, profile_yaw, wide_pose_share),
         "age": image_age(d, s, trait["base_age"], age),
         **expression(d, s),
         **light(d, s),
@@ -103,10 +107,11 @@ def image_parameters(
 
 
 def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None,
-         profile_yaw: tuple[float, float] = PROFILE_YAW) -> dict[str, np.ndarray]:
-    """Head pose in degrees. Yaw is a mixture (most photos near frontal, three in ten with a
-    wider spread), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`) or "profile" (|yaw| in :data:`PROFILE_YAW`)."""
-    wide = d.uniform("yaw_wide") < 0.3
+         profile_yaw: tuple[float, float] = PROFILE_YAW, wide_pose_share: float = WIDE_POSE_SHARE) -> dict[str, np.ndarray]:
+    """Head pose in degrees. Yaw is a mixture (most photos near frontal, ``wide_pose_share`` of them with a
+    wider spread), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`) or "profile" (|yaw| in
+    ``profile_yaw``)."""
+    wide = d.uniform("yaw_wide") < wide_pose_share
     yaw = np.where(wide, 32.0, 14.0) * s * d.normal("yaw")
     yaw = np.clip(yaw, -70.0, 70.0)
     if yaw_mode is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .nuisance import image_parameters
+from .nuisance import WIDE_POSE_SHARE, image_parameters
 from .render import CLUTTER_PARAMS, COLOUR_PARAMS, SCALAR_PARAMS, render_faces
 
 #: images are rendered in aligned blocks of this many, so any chunking gives identical bytes
@@ -37,13 +37,14 @@ def photograph(
     start: int = 0,
     profile_yaw: tuple[float, float] | None = None,
     ageing: float = 1.0,
+    wide_pose_share: float = WIDE_POSE_SHARE,
 ) -> tuple[torch.Tensor, pd.DataFrame]:
     """One photograph per row of ``ident`` (identity traits, as :func:`sample_identities
     <dbrepro.data.synth.identities.sample_identities>` gives them), the image of row ``i``
     seeded by ``keys[i]``.
 
-    ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw`` and ``ageing`` are the
-    world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`). ``start`` is the position of the
+    ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw``, ``ageing`` and
+    ``wide_pose_share`` are the world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`). ``start`` is the position of the
     first row in its stream: rows are rendered in blocks of :data:`RENDER_BLOCK` counted from
     position 0, so the bytes of an image never depend on how a caller chunks its requests.
 
@@ -52,7 +53,7 @@ def photograph(
     """
     extra = {} if profile_yaw is None else {"profile_yaw": tuple(profile_yaw)}
     params, meta = image_parameters(ident, keys, nuisance, yaw_mode=yaw_mode, age=age, overrides=overrides,
-                                    ageing=ageing, **extra)
+                                    ageing=ageing, wide_pose_share=wide_pose_share, **extra)
     return _render_blocks(params, keys, image_size, supersample, start), meta
 
 

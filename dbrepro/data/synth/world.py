@@ -86,7 +86,8 @@ class World:
         keys = stream_keys(self.seed, stream, np.arange(len(ids)))
         images, _ = photograph(ident, keys, nuisance=self.config.nuisance if nuisance is None else nuisance,
                                image_size=self.config.image_size, supersample=self.config.supersample,
-                               overrides=overrides, profile_yaw=self.config.profile_yaw, ageing=self.config.ageing)
+                               overrides=overrides, profile_yaw=self.config.profile_yaw, ageing=self.config.ageing,
+                               wide_pose_share=self.config.wide_pose_share)
         return images
 
 
@@ -150,7 +151,8 @@ def _photograph(ident: pd.DataFrame, stream: str, cfg: WorldConfig, seed: int, *
     """Photographs of the rows of ``ident``, image ``i`` seeded by position ``i`` of ``stream``."""
     keys = stream_keys(seed, stream, np.arange(len(ident)))
     return photograph(ident, keys, nuisance=cfg.nuisance, image_size=cfg.image_size, supersample=cfg.supersample,
-                      profile_yaw=cfg.profile_yaw, ageing=cfg.ageing, **conditions)
+                      profile_yaw=cfg.profile_yaw, ageing=cfg.ageing, wide_pose_share=cfg.wide_pose_share,
+                      **conditions)
 
 
 def _training_set(identities: pd.DataFrame, cfg: WorldConfig, seed: int) -> TensorFaces:
