@@ -8,7 +8,7 @@ Three profiles, read by the notebooks (through their ``PROFILE`` parameter) and 
     Its numbers mean nothing and the notebooks say so in a banner.
 ``cpu`` (default)
     The book's published numbers: the default synthetic world, a small backbone,
-    the whole book in at most 30 minutes on 2 CPU cores.
+    the whole book on 2 CPU cores (budget 30 minutes; measured 43.5 on 2026-12-02: the README's budget table).
 ``rehearsal``
     The paper profile's code path on a tiny InsightFace folder written from the synthetic world
     (``dbrepro rehearsal DIR``), on any CPU in minutes: what a GPU owner runs first.
@@ -149,8 +149,8 @@ PROFILES: dict[str, Profile] = {
         range_pk=(8, 4),
         # s = 64 is meant for 10k-85k classes and 512-D embeddings; db-02 argues s for this world
         scale=16.0,
-        # a chapter's independent runs side by side, one per core: 2.4x the throughput of one 2-thread
-        # run on 2 cores (dbrepro.workers, benchmarks/bench_parallel.py)
+        # a chapter's independent runs side by side, one per core, one thread each: 1.88x faster than one
+        # 2-thread run at a time on 2 cores (dbrepro.workers, benchmarks/bench_parallel.py)
         train_jobs=0,
     ),
     "paper": Profile(

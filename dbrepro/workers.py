@@ -5,7 +5,8 @@ operations, and two PyTorch threads spend much of each step waking each other up
 development machine (2026-12-02) one process with 2 threads took 15.4 ms a step with passive OpenMP
 waiting (the setting that keeps it from collapsing when the other core is busy) and 7.5 ms spinning on a
 quiet machine, while two 1-thread processes side by side took 12.6 ms a step *each*: 6.3 ms a step for
-the pair (``benchmarks/bench_parallel.py`` measures it). Independent runs are the book's common case
+the pair. End to end, with worker start-up, four one-epoch cpu runs took 13.7 s in two workers against 25.8 s
+in one 2-thread process (1.88x, ``benchmarks/bench_parallel.py``). Independent runs are the book's common case
 (methods x splits x seeds), so :func:`dbrepro.experiments.train_many` hands them to these workers.
 
 A worker is a fresh interpreter (``python -m dbrepro.workers THREADS``, never a fork of a process that
