@@ -349,3 +349,19 @@ def test_profile_world_keys_override_the_preset(monkeypatch):
     assert cfg.num_identities == synth.PRESETS["smoke"].num_identities
     whole = synth.WorldConfig(num_identities=7)
     assert synth.world_config("cpu", whole) is whole
+
+
+def test_wide_pose_share_sets_how_many_photos_come_from_the_wide_yaw_component():
+    from dbrepro.data.synth.nuisance import pose
+    from dbrepro.data.synth.rng import Draws
+
+    keys = np.arange(20_000, dtype=np.uint64)
+    base = pose(Draws(keys), 1.0)["yaw"]
+    assert np.array_equal(base, pose(Draws(keys), 1.0, wide_pose_share=0.3)["yaw"])  # 0.3 is the default
+    narrow, wide = (pose(Draws(keys), 1.0, wide_pose_share=v)["yaw"] for v in (0.0, 1.0))
+    assert np.std(narrow) == pytest.approx(14.0, rel=0.05)  # the near-frontal component alone
+    assert np.std(wide) == pytest.approx(32.0, rel=0.08)  # the wide one (clipped at 70 degrees)
+    share = np.mean(np.abs(pose(Draws(keys), 1.0, wide_pose_share=0.5)["yaw"]) > 45)
+    assert share == pytest.approx(0.5 / 0.3 * np.mean(np.abs(base) > 45), rel=0.1)  # large poses come from the wide part
+    with pytest.raises(ValueError, match="wide_pose_share"):
+        synth.preset_config("cpu", {"wide_pose_share": 1.5})

@@ -107,7 +107,8 @@ def image_parameters(
 
 
 def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None,
-         profile_yaw: tuple[float, float] = PROFILE_YAW, wide_pose_share: float = WIDE_POSE_SHARE) -> dict[str, np.ndarray]:
+         profile_yaw: tuple[float, float] = PROFILE_YAW,
+         wide_pose_share: float = WIDE_POSE_SHARE) -> dict[str, np.ndarray]:
     """Head pose in degrees. Yaw is a mixture (most photos near frontal, ``wide_pose_share`` of them with a
     wider spread), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`) or "profile" (|yaw| in
     ``profile_yaw``)."""

@@ -44,9 +44,10 @@ def photograph(
     seeded by ``keys[i]``.
 
     ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw``, ``ageing`` and
-    ``wide_pose_share`` are the world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`). ``start`` is the position of the
-    first row in its stream: rows are rendered in blocks of :data:`RENDER_BLOCK` counted from
-    position 0, so the bytes of an image never depend on how a caller chunks its requests.
+    ``wide_pose_share`` are the world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`).
+    ``start`` is the position of the first row in its stream: rows are rendered in blocks of
+    :data:`RENDER_BLOCK` counted from position 0, so the bytes of an image never depend on how a caller
+    chunks its requests.
 
     Returns ``(images, meta)``: uint8 ``N x 3 x image_size x image_size`` and one row of
     conditions (:data:`~dbrepro.data.synth.nuisance.NUISANCE_COLUMNS`) per image.
