@@ -22,7 +22,7 @@ import time
 
 TRAIN = r"""
 import sys, time
-from dbrepro import experiments, recipes, workers
+from dbrepro import experiments, recipes
 runs, epochs, jobs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cfgs = [recipes.cosface("cpu", seed=s).replace(epochs=epochs, milestones=None) for s in range(runs)]
 t = time.perf_counter()

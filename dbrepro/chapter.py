@@ -103,11 +103,10 @@ class Chapter:
         (:func:`dbrepro.experiments.train_many`)."""
         from . import experiments
 
-        keyed = dict(cfgs) if isinstance(cfgs, dict) else dict(enumerate(cfgs))
-        runs = experiments.train_many(list(keyed.values()), device=self.device, jobs=self.profile.train_jobs,
+        configs = list(cfgs.values()) if isinstance(cfgs, dict) else list(cfgs)
+        runs = experiments.train_many(configs, device=self.device, jobs=self.profile.train_jobs,
                                       num_workers=self.profile.num_workers)
-        out = dict(zip(keyed, runs))
-        return out if isinstance(cfgs, dict) else list(out.values())
+        return dict(zip(cfgs, runs)) if isinstance(cfgs, dict) else runs
 
     def evaluate(self, run: Any, suites: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Evaluation results of a complete run on ``suites`` (cached in the run folder)."""

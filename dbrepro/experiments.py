@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -131,19 +132,11 @@ def _prepare_shared_data(data_specs: Sequence[dict[str, Any]]) -> None:
     """Render (into its disk cache) every synthetic world that two or more of the pending runs train on, here,
     once, before the workers start: else each of them would render it. A world only one run needs is left to
     the worker that trains it, so that different worlds render side by side."""
-    def world_key(spec: dict[str, Any]) -> str:
-        return canonical_json({k: spec.get(k) for k in ("kind", "preset", "seed", "overrides")})
-
-    counts: dict[str, int] = {}
-    for spec in data_specs:
-        if spec.get("kind") == "synth":
-            counts[world_key(spec)] = counts.get(world_key(spec), 0) + 1
-    done = set()
-    for spec in data_specs:
-        key = world_key(spec) if spec.get("kind") == "synth" else None
-        if key is not None and counts[key] > 1 and key not in done:
+    synthetic = [s for s in data_specs if s.get("kind") == "synth"]
+    counts = Counter(specs.world_key(s) for s in synthetic)
+    for key, spec in {specs.world_key(s): s for s in synthetic}.items():
+        if counts[key] > 1:
             specs.world_for(spec)
-            done.add(key)
 
 
 def _train_in_worker(item: list[Any]) -> tuple[str, str, float, float]:

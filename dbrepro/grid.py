@@ -38,19 +38,17 @@ def run_grid(cells: Iterable[Mapping[str, Any]], suites: Mapping[str, Any], *, d
     rows = []
     t0 = time.perf_counter()
     cells = list(cells)
-    names = []
-    for i, cell in enumerate(cells):
-        labels = {k: v for k, v in cell.items() if k != "config"}
-        name = ", ".join(f"{v}" for v in labels.values()) or experiments.describe(cell["config"])
-        names.append(f"[{i + 1}/{len(cells)}] {name}")
+    labels = [{k: v for k, v in cell.items() if k != "config"} for cell in cells]
+    names = [f"[{i + 1}/{len(cells)}] " + (", ".join(f"{v}" for v in lab.values())
+                                           or experiments.describe(cell["config"]))
+             for i, (cell, lab) in enumerate(zip(cells, labels))]
     trained = experiments.train_many([c["config"] for c in cells], device=device, jobs=jobs, labels=names,
                                      verbose=verbose, num_workers=num_workers)
-    for cell, run in zip(cells, trained):
-        labels = {k: v for k, v in cell.items() if k != "config"}
+    for cell_labels, run in zip(labels, trained):
         results = experiments.evaluate(run, suites, device=device, flip=flip)
         metrics = run.metrics()
         for suite, result in results.items():
-            rows.append({**labels, "suite": suite, "run": run.key, "train_seconds": metrics["train_seconds"],
+            rows.append({**cell_labels, "suite": suite, "run": run.key, "train_seconds": metrics["train_seconds"],
                          **flatten(result)})
     if verbose:
         print(f"{len(cells)} runs ready in {time.perf_counter() - t0:.1f} s", flush=True)

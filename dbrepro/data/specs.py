@@ -62,9 +62,14 @@ def _key(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+def world_key(spec: dict[str, Any]) -> str:
+    """What names the world of a ``synth`` spec (its preset, seed and overrides; not a split of it)."""
+    return _key({k: spec[k] for k in ("preset", "seed", "overrides") if k in spec})
+
+
 def world_for(spec: dict[str, Any]):
     """The synthetic world a ``synth`` spec names (memoised)."""
-    return _world(_key({k: spec[k] for k in ("preset", "seed", "overrides") if k in spec}))
+    return _world(world_key(spec))
 
 
 @functools.lru_cache(maxsize=4)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from dbrepro.config import get_profile
 
 from .domains import AGE_BANDS, GROUPS
+from .nuisance import WIDE_POSE_SHARE
 from .render import MIN_IMAGE_SIZE
 
 #: bump whenever the generator changes what a (config, seed) renders: invalidates cached worlds
@@ -51,7 +52,7 @@ class WorldConfig:
     ageing: float = 0.5
     #: share of the photographs whose yaw is drawn from the wide component of the pose mixture (the others
     #: stay near frontal): how much large-pose variation the training set shows a network
-    wide_pose_share: float = 0.3
+    wide_pose_share: float = WIDE_POSE_SHARE
     #: evaluation suites (pair counts are totals over the 10 folds)
     lfw_pairs: int = 6000
     cplfw_pairs: int = 2000
