@@ -8,7 +8,9 @@ the constants below, which the chapter states before the runs it judges.
 C1 converged
     every recipe ends on a plateau of its training loss (the last epoch lowers it by less than
     :data:`PLATEAU`) *and* has learned (its last epoch's loss is at most :data:`PROGRESS` of its first's:
-    a plateau at the starting loss is not convergence).
+    a plateau at the starting loss is not convergence). The loss is measured after every epoch on a fixed
+    probe of training images (:func:`dbrepro.train.loop.probe_loss`), so that the last drop shows what the
+    epoch changed in the model rather than the noise of the epoch's running mean.
 C2 margins help
     CosFace and ArcFace beat softmax by at least :data:`MARGIN_GAIN` (one point) on the mean of the
     LFW-, CALFW-, CPLFW- and AgeDB-like suites, beyond two standard errors over seeds, and by the most
@@ -56,29 +58,49 @@ class Control:
     ours: str
 
 
-def convergence(history: Sequence[Mapping[str, Any]]) -> dict[str, float | bool]:
-    """Plateau and progress of one run's loss history (``history[e]["loss"]``, the mean loss of epoch e).
+def loss_measure(history: Sequence[Mapping[str, Any]]) -> str:
+    """The history's key C1 reads: ``"probe_loss"`` (the loss on a fixed sample of the training set after
+    every epoch, :func:`dbrepro.train.loop.probe_loss`) where every epoch has it, else ``"loss"`` (the
+    epoch's running mean: runs trained before the probe was recorded)."""
+    return "probe_loss" if history and all("probe_loss" in h for h in history) else "loss"
 
+
+def common_measure(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> str:
+    """The one loss key C1 judges every run of ``histories`` on: ``"probe_loss"`` where every run has it."""
+    every = all(loss_measure(h) == "probe_loss" for runs in histories.values() for h in runs)
+    return "probe_loss" if every else "loss"
+
+
+def convergence(history: Sequence[Mapping[str, Any]], measure: str | None = None) -> dict[str, Any]:
+    """Plateau and progress of one run's training loss, epoch by epoch: ``history[e][measure]``
+    (default: :func:`loss_measure`).
+
+    ``last_drop`` is the last epoch's relative decrease, ``progress`` the last epoch's loss over the first's.
     A run of one epoch has no last drop: ``last_drop`` and ``progress`` are NaN, ``plateau`` and ``learned``
     None (:func:`c1_converged` then says "not measured")."""
-    losses = [float(h["loss"]) for h in history]
-    if not losses:
+    if not history:
         raise ValueError("convergence: the run has no epoch in its history")
+    measure = measure or loss_measure(history)
+    losses = [float(h[measure]) for h in history]
     if len(losses) < 2:
         return {"last_drop": float("nan"), "progress": float("nan"), "first": losses[0], "final": losses[0],
-                "plateau": None, "learned": None}
+                "plateau": None, "learned": None, "measure": measure}
     last_drop = (losses[-2] - losses[-1]) / abs(losses[-2])
     progress = losses[-1] / losses[0]
     return {"last_drop": last_drop, "progress": progress, "first": losses[0], "final": losses[-1],
-            "plateau": last_drop < PLATEAU, "learned": progress <= PROGRESS}
+            "plateau": last_drop < PLATEAU, "learned": progress <= PROGRESS, "measure": measure}
 
 
 def c1_converged(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> Control:
-    """``histories[recipe]`` = one loss history per seed. Reproduced when every run of every recipe converged."""
+    """``histories[recipe]`` = one loss history per seed. Reproduced when every run of every recipe converged.
+
+    The loss judged is the probe loss where every run recorded it, else every run's epoch mean (one
+    measure for all runs, named in ``ours``)."""
     failing, short = [], []
+    measure = common_measure(histories)
     for recipe, runs in histories.items():
         for i, history in enumerate(runs):
-            c = convergence(history)
+            c = convergence(history, measure)
             if c["plateau"] is None:
                 short.append(recipe)
             elif not (c["plateau"] and c["learned"]):
@@ -86,11 +108,14 @@ def c1_converged(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
                 why += [] if c["learned"] else [f"final/first loss {c['progress']:.2f}"]
                 failing.append(f"{recipe} (run {i + 1}: {', '.join(why)})")
     n = sum(len(r) for r in histories.values())
+    measured = ("the loss on a fixed probe of training images after every epoch" if measure == "probe_loss"
+                else "the epoch-mean training loss (some runs predate the probe loss)")
     if short:
         return Control("C1", "not measured", f"{len(short)} of {n} runs trained one epoch: a plateau needs two")
     if failing:
-        return Control("C1", "not reproduced", f"{len(failing)} of {n} runs did not converge: " + "; ".join(failing))
-    return Control("C1", "reproduced", f"all {n} runs of {len(histories)} recipes converged")
+        return Control("C1", "not reproduced",
+                       f"{len(failing)} of {n} runs did not converge ({measured}): " + "; ".join(failing))
+    return Control("C1", "reproduced", f"all {n} runs of {len(histories)} recipes converged ({measured})")
 
 
 def _per_seed_mean(values: Mapping[str, Sequence[float]], suites: Sequence[str]) -> list[float]:

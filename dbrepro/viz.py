@@ -286,7 +286,8 @@ def loss_curves(
             ax.plot([r["epoch"] for r in history], [r[metric] for r in history], "o-", markersize=3,
                     color=colours(i % 10), alpha=0.8, label=str(label) if j == 0 else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"training {metric}")
+    ax.set_ylabel({"loss": "training loss (epoch mean)", "probe_loss": "training loss (end of epoch, fixed probe)"}
+                  .get(metric, f"training {metric}"))
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)

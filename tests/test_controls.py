@@ -20,6 +20,22 @@ def test_c1_needs_a_plateau_and_learning():
     assert c.verdict == "not reproduced" and "arcface" in c.ours and "final/first loss 0.58" in c.ours
 
 
+def test_c1_judges_the_probe_loss_where_every_run_has_it():
+    # the running means still fall 4 % in the last epoch (noise of the epoch's batches); the probe is flat
+    probed = [{"loss": a, "probe_loss": b} for a, b in ((10, 8), (5, 4), (4.8, 3.99))]
+    c = controls.convergence(probed)
+    assert c["measure"] == "probe_loss" and c["plateau"] and c["final"] == 3.99
+    assert controls.c1_converged({"cosface": [probed] * 3}).verdict == "reproduced"
+    assert "fixed probe" in controls.c1_converged({"cosface": [probed] * 3}).ours
+    # one run without the probe (trained before it was recorded): every run is judged on its epoch mean
+    mixed = controls.c1_converged({"cosface": [probed, probed], "softmax": [hist(6, 1, 0.995)]})
+    assert mixed.verdict == "not reproduced" and "cosface (run 1: last epoch -4.0%)" in mixed.ours
+    assert "epoch-mean" in mixed.ours
+    # and a probe that still falls fails, as the mean would
+    falling = [{"loss": 1.0, "probe_loss": v} for v in (10, 5, 4.8)]
+    assert controls.c1_converged({"softmax": [falling]}).verdict == "not reproduced"
+
+
 def test_c1_of_one_epoch_runs_is_not_measured():
     one = controls.convergence(hist(7.5))
     assert one["plateau"] is None and one["learned"] is None and one["final"] == 7.5

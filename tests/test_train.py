@@ -74,6 +74,38 @@ def test_resume_is_bit_identical(cache):
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
 
 
+def test_probe_loss_is_recorded_and_changes_nothing(monkeypatch):
+    """Every epoch records the loss on a fixed probe of training images; the probe restores the objective's
+    buffers (contrastive draw counter, centres) and draws from no training generator, so the run trains
+    bit-identically to one whose probe is switched off."""
+    from dbrepro.train import loop
+
+    data = toy_faces()
+    cfg = toy_config(terms={"center": {"weight": 0.01}, "contrastive": {"weight": 0.1}},
+                     backbone_kwargs={"width": (8, 8, 16), "dropout": 0.2})
+    probed = fit(cfg, data, progress=False)
+    assert all(np.isfinite(h["probe_loss"]) and h["probe_loss"] > 0 for h in probed.history)
+    # the probe sees the model at the end of the epoch: after the last (lr 0.05) epoch it is below the first's
+    assert probed.history[-1]["probe_loss"] < probed.history[0]["probe_loss"]
+    # the same images every time: measured twice on the trained model, the same value
+    state = loop.start(cfg, data.num_classes, torch.device("cpu"))
+    state.module.load_state_dict(probed.module.state_dict())
+    info = loop.init_distributed(torch.device("cpu"))
+    labels = np.asarray(data.labels)
+    before = {k: v.clone() for k, v in state.module.state_dict().items()}
+    assert loop.probe_loss(state, data, labels, torch.device("cpu"), info) == \
+        loop.probe_loss(state, data, labels, torch.device("cpu"), info)
+    for k, v in state.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert state.module.training
+
+    monkeypatch.setattr(loop, "probe_loss", lambda *a, **k: 0.0)
+    unprobed = fit(cfg, data, progress=False)
+    for (k, a), (_, b) in zip(probed.module.state_dict().items(), unprobed.module.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert [h["loss"] for h in probed.history] == [h["loss"] for h in unprobed.history]
+
+
 def test_checkpoint_from_another_config_is_refused(cache):
     data = toy_faces()
     cfg = toy_config()

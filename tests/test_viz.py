@@ -28,7 +28,7 @@ def test_loss_curves_draws_every_history_in_its_labels_colour():
     np.testing.assert_array_equal(lines[2].get_ydata(), [8.0, 6.5, 4.0])
     assert lines[1].get_color() == lines[2].get_color() != lines[0].get_color()  # one colour per label
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["softmax", "CosFace"]  # each label once
-    assert ax.get_ylabel() == "training loss"
+    assert ax.get_ylabel() == "training loss (epoch mean)"
     plt.close(fig)
 
 

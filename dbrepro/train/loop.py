@@ -4,7 +4,7 @@ One loop serves every experiment in the book; :func:`fit` reads like the algorit
 
     start (model, objective, optimiser)  ->  resume from the run's checkpoint, if any
     for every epoch:  set the lr  ->  seed the epoch  ->  for every batch: callbacks (DFI refresh), step
-                      ->  record the epoch (history, checkpoint, log)
+                      ->  measure the loss on a fixed probe  ->  record the epoch (history, checkpoint, log)
     finish (model.pt, metrics.json)
 
 What varies is plugged in, never edited in: the **model** returns embeddings (and, with
@@ -70,6 +70,10 @@ from .objective import Objective, TrainModule, build, refresh_dfi
 CUDA_SYNC_EVERY = 50
 #: seconds between two progress lines
 PROGRESS_EVERY_S = 10.0
+#: batches of the fixed probe on which the loss is measured after every epoch (:func:`probe_loss`)
+PROBE_BATCHES = 16
+#: the "epoch" whose batches form the probe: the same training images after every epoch of a run
+PROBE_EPOCH = 1_000_000
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -190,7 +194,9 @@ def fit(
             loss, parts = train_step(state, wrapped, images, y, flip_gen, device)
             meter.add(loss, parts, len(images), state.step, lr)
             state.step += 1
-        end_epoch(state, meter.record(epoch, lr), run, info, epoch_callbacks)
+        record = meter.record(epoch, lr)
+        record["probe_loss"] = probe_loss(state, dataset, labels, device, info)
+        end_epoch(state, record, run, info, epoch_callbacks)
     return finish(state, run, info, dataset, device, time.perf_counter() - started)
 
 
@@ -349,6 +355,40 @@ def epoch_sampler(cfg: TrainConfig, labels: np.ndarray, epoch: int, info: DistIn
     if len(sampler) == 0:
         raise ValueError(f"the training set ({len(labels)} images) is smaller than one batch of {cfg.batch_size}")
     return sampler
+
+
+@torch.no_grad()
+def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, device: torch.device,
+               info: DistInfo) -> float:
+    """The objective on a fixed sample of the training set, measured after an epoch: the end-of-epoch loss.
+
+    The running mean an epoch records (``loss``) averages a moving model over freshly drawn batches, random
+    flips and train-mode batch statistics; at the lowest learning rates that noise is as large as the
+    change it is meant to show (a few per cent of a softmax loss near 0.2). Here the same
+    :data:`PROBE_BATCHES` batches of the run's own sampler (the epoch :data:`PROBE_EPOCH`), unflipped, pass
+    through the model in eval mode after every epoch, so two epochs' values differ only by what the epoch
+    changed in the model (the calibration chapter's C1 judges the plateau on it). The objective's buffers
+    (counters, centres) are restored afterwards and nothing is drawn from the training generators, so the
+    run trains exactly as without the probe; each rank measures its own shard of the probe.
+    """
+    sampler = epoch_sampler(state.cfg, labels, PROBE_EPOCH, info)
+    probe = [idx for _, idx in zip(range(PROBE_BATCHES), sampler)]
+    buffers = {name: b.clone() for name, b in state.module.named_buffers()}
+    state.module.eval()
+    total = 0.0
+    try:
+        for images, y in batches(dataset, probe):
+            images = images.to(device)
+            if state.memory_format is not torch.contiguous_format:
+                images = images.contiguous(memory_format=state.memory_format)
+            with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
+                loss, _ = state.module(normalize_images(images), y.to(device))
+            total += float(loss)
+    finally:
+        for name, b in state.module.named_buffers():
+            b.copy_(buffers[name])
+        state.module.train()
+    return total / len(probe)
 
 
 def _stack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
