@@ -375,7 +375,7 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
     probe = [idx for _, idx in zip(range(PROBE_BATCHES), sampler)]
     buffers = {name: b.clone() for name, b in state.module.named_buffers()}
     state.module.eval()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=device)
     try:
         for images, y in batches(dataset, probe):
             images = images.to(device)
@@ -383,12 +383,12 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
                 images = images.contiguous(memory_format=state.memory_format)
             with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
                 loss, _ = state.module(normalize_images(images), y.to(device))
-            total += float(loss)
+            total += loss.detach().double()
     finally:
         for name, b in state.module.named_buffers():
             b.copy_(buffers[name])
         state.module.train()
-    return total / len(probe)
+    return float(total) / len(probe)  # one read back to the host per epoch
 
 
 def _stack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
