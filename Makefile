@@ -11,6 +11,8 @@ PYTHON  ?= python3.11
 VENV    ?= .venv
 PROFILE ?= cpu
 BUILD   ?= _build
+# pytest-xdist workers for the unit tests: one per core, at most 4 (make test TEST_JOBS=1: one process)
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 MATHJAX_VERSION := 3.2.2
 PY      := $(VENV)/bin/python
@@ -81,7 +83,7 @@ book: setup mathjax
 	$(BOOK) build --profile $(PROFILE) --build-dir $(BUILD) --mathjax $(MATHJAX)
 
 test: setup mathjax browser
-	$(PY) -m pytest -q -m "not notebooks and not slow"
+	$(PY) -m pytest -q -n $(TEST_JOBS) -m "not notebooks and not slow"
 	DBREPRO_MATHJAX=$(abspath $(MATHJAX)) $(PY) -m pytest -q -m notebooks
 
 # JupyterLab on the chapters: jupytext.toml pairs each notebooks/*.md with a git-ignored .ipynb that keeps

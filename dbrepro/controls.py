@@ -9,8 +9,9 @@ C1 converged
     every recipe ends on a plateau of its training loss (the last epoch lowers it by less than
     :data:`PLATEAU`) *and* has learned (its last epoch's loss is at most :data:`PROGRESS` of its first's:
     a plateau at the starting loss is not convergence). The loss is measured after every epoch on a fixed
-    probe of training images (:func:`dbrepro.train.loop.probe_loss`), so that the last drop shows what the
-    epoch changed in the model rather than the noise of the epoch's running mean.
+    probe of training images (:func:`dbrepro.train.loop.probe_loss`: batch statistics, SphereFace at its
+    annealing floor), so that the last drop shows what the epoch changed in the weights rather than the
+    noise of the epoch's running mean or of BatchNorm's running averages.
 C2 margins help
     CosFace and ArcFace beat softmax by at least :data:`MARGIN_GAIN` (one point) on the mean of the
     LFW-, CALFW-, CPLFW- and AgeDB-like suites, beyond two standard errors over seeds, and by the most

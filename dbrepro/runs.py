@@ -59,7 +59,9 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 #: Part of every run key. Bump it when results computed by older code must not be reused.
-CACHE_VERSION = "1"
+#: 2: the probe loss every epoch records (:func:`dbrepro.train.loop.probe_loss`) normalises with batch
+#: statistics and measures SphereFace at its annealing floor; histories of version 1 hold the eval-mode probe
+CACHE_VERSION = "2"
 
 #: The files a finished run's manifest records (size, sha256, stat).
 SEALED_FILES = ("model.pt", "metrics.json")

@@ -175,6 +175,21 @@ def test_sphereface_lambda_annealing():
     assert "iteration" in head.state_dict()
 
 
+def test_sphereface_settle_moves_lambda_to_its_floor_and_no_further():
+    head = SphereFace(2, 3)
+    head.settle()
+    assert head.lambda_ == 5.0
+    floor = int(head.iteration)
+    head.iteration.fill_(floor - 1)
+    assert head.lambda_ > 5.0  # the first iteration at the floor, not a later one
+    head.iteration.fill_(5000)
+    head.settle()
+    assert int(head.iteration) == 5000  # past the floor: left where it is
+    flat = SphereFace(2, 3, base=5.0)  # starts at the floor: nothing to settle
+    flat.settle()
+    assert int(flat.iteration) == 0
+
+
 def test_margin_logits_give_margin_accuracy():
     head = with_weight(CosFace(2, 2, s=1.0, m=0.5).double(), np.eye(2))
     x, y = as_inputs(np.array([[1.0, 0.8]]), np.array([0]))  # cos = (0.78, 0.62): right, but within the margin

@@ -65,10 +65,10 @@ def test_synthetic_and_data_free_configs_keep_their_keys(cache):
 
     cfg = recipes.cosface("smoke", seed=3).to_dict()
     assert cfg["data"]["kind"] == "synth"
-    assert runs.get_run(cfg).key == config_hash(cfg, "1") == runs.run_key(cfg)
+    assert runs.get_run(cfg).key == config_hash(cfg, runs.CACHE_VERSION) == runs.run_key(cfg)
     assert json.loads(runs.get_run(cfg).config_path.read_text()) == json.loads(canonical_json(cfg))
     toy = {"what": "toy", "steps": 3}
-    assert runs.get_run(toy).key == config_hash(toy, "1")
+    assert runs.get_run(toy).key == config_hash(toy, runs.CACHE_VERSION)
 
 
 def face_folder(root, counts: dict[str, int], seed: int = 0):
@@ -295,8 +295,9 @@ def test_a_crafted_pickle_never_runs(cache, tmp_path):
 def test_stale_runs(cache, monkeypatch):
     run = finished({"x": 11})
     assert state(run) is COMPLETE
+    version = runs.CACHE_VERSION
     monkeypatch.setattr(runs, "CACHE_VERSION", "other")
-    assert runs.verify(run) == runs.Verdict(STALE, "finished under cache version '1' (now 'other')")
+    assert runs.verify(run) == runs.Verdict(STALE, f"finished under cache version {version!r} (now 'other')")
     partial = runs.Run(runs.run_key({"x": 12}), cache / "runs" / "0123456789abcdef")
     partial.dir.mkdir()
     atomic_write_text(partial.config_path, "{}")

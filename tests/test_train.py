@@ -106,6 +106,42 @@ def test_probe_loss_is_recorded_and_changes_nothing(monkeypatch):
     assert [h["loss"] for h in probed.history] == [h["loss"] for h in unprobed.history]
 
 
+def test_probe_loss_normalises_with_batch_statistics_and_the_settled_objective():
+    """The probe is a function of the weights alone: BN normalises with the probe batch's statistics (moving
+    the running averages changes nothing), and SphereFace is measured at its annealing floor whatever its
+    iteration (both restored afterwards)."""
+    from dbrepro.train import loop
+
+    data = toy_faces()
+    cfg = toy_config(head="sphereface", head_kwargs={})
+    state = loop.start(cfg, data.num_classes, torch.device("cpu"))
+    info = loop.init_distributed(torch.device("cpu"))
+    labels = np.asarray(data.labels)
+    probe = lambda: loop.probe_loss(state, data, labels, torch.device("cpu"), info)
+    first = probe()
+    bns = [m for m in state.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns
+    for m in bns:
+        m.running_mean.add_(3.0)
+        m.running_var.mul_(7.0)
+    head = state.objective.head
+    head.iteration.fill_(3)  # lambda ~ 735: almost a plain softmax
+    assert probe() == pytest.approx(first, rel=1e-6)
+    assert int(head.iteration) == 3 and all(float(m.running_var.mean()) > 0 for m in bns)
+    # the settled loss is SphereFace's at lambda_min: by hand, on the same batches in the same BN mode
+    sampler = loop.epoch_sampler(cfg, labels, loop.PROBE_EPOCH, info)
+    batches = [idx for _, idx in zip(range(loop.PROBE_BATCHES), sampler)]
+    saved = {k: v.clone() for k, v in state.module.state_dict().items()}
+    head.iteration.fill_(10_000)
+    state.module.eval()
+    for m in bns:
+        m.train()
+    with torch.no_grad():
+        by_hand = np.mean([float(state.module(loop.normalize_images(x), y)[0]) for x, y in loop.batches(data, batches)])
+    state.module.load_state_dict(saved)
+    assert first == pytest.approx(by_hand, rel=1e-6)
+
+
 def test_checkpoint_from_another_config_is_refused(cache):
     data = toy_faces()
     cfg = toy_config()

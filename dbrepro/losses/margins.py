@@ -350,6 +350,16 @@ class SphereFace(MarginHead):
         it = int(self.iteration)
         return max(self.lambda_min, self.base * (1.0 + self.gamma * it) ** -self.power)
 
+    def settle(self) -> None:
+        """Move ``iteration`` to where lambda reaches ``lambda_min``: the loss SphereFace anneals towards.
+
+        The training loop's probe (:func:`dbrepro.train.loop.probe_loss`) measures every epoch on that one
+        loss and restores ``iteration`` afterwards; nothing else calls it."""
+        if self.gamma <= 0 or self.power <= 0 or self.base <= self.lambda_min:
+            return  # lambda never anneals (or starts at its floor): nothing to settle
+        floor = math.ceil(((self.base / self.lambda_min) ** (1.0 / self.power) - 1.0) / self.gamma)
+        self.iteration.fill_(max(int(self.iteration), floor))
+
     def annealed_lambda(self) -> float | torch.Tensor:
         """lambda as :meth:`target` uses it: :attr:`lambda_` where ``iteration`` is :func:`host_readable`,
         else the same formula in float64 on ``iteration``'s device, a 0-dim tensor (no host read)."""

@@ -362,28 +362,45 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
                info: DistInfo) -> float:
     """The objective on a fixed sample of the training set, measured after an epoch: the end-of-epoch loss.
 
-    The running mean an epoch records (``loss``) averages a moving model over freshly drawn batches, random
-    flips and train-mode batch statistics; at the lowest learning rates that noise is as large as the
-    change it is meant to show (a few per cent of a softmax loss near 0.2). Here the same
-    :data:`PROBE_BATCHES` batches of the run's own sampler (the epoch :data:`PROBE_EPOCH`), unflipped, pass
-    through the model in eval mode after every epoch, so two epochs' values differ only by what the epoch
-    changed in the model (the calibration chapter's C1 judges the plateau on it). The objective's buffers
-    (counters, centres) are restored afterwards and nothing is drawn from the training generators, so the
-    run trains exactly as without the probe; each rank measures its own shard of the probe.
+    The running mean an epoch records (``loss``) averages a moving model over freshly drawn batches and
+    random flips; at the lowest learning rates that noise is as large as the change it is meant to show (a
+    few per cent of a softmax loss near 0.2). Here the same :data:`PROBE_BATCHES` batches of the run's own
+    sampler (the epoch :data:`PROBE_EPOCH`), unflipped, pass through the model after every epoch, so that
+    two epochs' values differ only by what the epoch changed in the weights (the calibration chapter's C1
+    judges the plateau on it):
+
+    - batch normalisation normalises with the probe batch's own statistics, as in the training step, not
+      with its running averages: those average the last ~20 batches of the epoch and move the loss of
+      fixed weights by +-1.5 % from one pass to the next (three BN-only passes over the cpu world after a
+      softmax run: 0.2022, 0.2016, 0.2046, 0.2034), as much as the 2 % plateau it would judge;
+      dropout and every other layer run in eval mode;
+    - an objective whose definition changes over training is measured at its end point
+      (:meth:`~dbrepro.losses.margins.SphereFace.settle`: SphereFace's annealed lambda at its floor), so that
+      the first and the last epoch are measured on one loss.
+
+    Every buffer (BN running statistics, counters, centres) is restored afterwards and nothing is drawn
+    from the training generators, so the run trains exactly as without the probe; each rank measures its
+    own shard of the probe.
     """
     sampler = epoch_sampler(state.cfg, labels, PROBE_EPOCH, info)
     probe = [idx for _, idx in zip(range(PROBE_BATCHES), sampler)]
     buffers = {name: b.clone() for name, b in state.module.named_buffers()}
     state.module.eval()
+    for m in state.module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()  # the batch's statistics, as the step normalises (running ones restored below)
+        if hasattr(m, "settle"):
+            m.settle()
     total = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for images, y in batches(dataset, probe):
-            images = images.to(device)
-            if state.memory_format is not torch.contiguous_format:
-                images = images.contiguous(memory_format=state.memory_format)
-            with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
-                loss, _ = state.module(normalize_images(images), y.to(device))
-            total += loss.detach().double()
+        with torch.no_grad():
+            for images, y in batches(dataset, probe):
+                images = images.to(device)
+                if state.memory_format is not torch.contiguous_format:
+                    images = images.contiguous(memory_format=state.memory_format)
+                with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
+                    loss, _ = state.module(normalize_images(images), y.to(device))
+                total += loss.detach().double()
     finally:
         for name, b in state.module.named_buffers():
             b.copy_(buffers[name])
