@@ -371,8 +371,9 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
 
     - batch normalisation normalises with the probe batch's own statistics, as in the training step, not
       with its running averages: those average the last ~20 batches of the epoch and move the loss of
-      fixed weights by +-1.5 % from one pass to the next (three BN-only passes over the cpu world after a
-      softmax run: 0.2022, 0.2016, 0.2046, 0.2034), as much as the 2 % plateau it would judge;
+      fixed weights by +-1.5 % from one pass to the next (a softmax run on the cpu world: 0.2022 in eval
+      mode, then 0.2016, 0.2046 and 0.2034 after each of three passes that only refreshed them), as much
+      as the 2 % plateau it would judge;
       dropout and every other layer run in eval mode;
     - an objective whose definition changes over training is measured at its end point
       (:meth:`~dbrepro.losses.margins.SphereFace.settle`: SphereFace's annealed lambda at its floor), so that
@@ -385,14 +386,14 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
     sampler = epoch_sampler(state.cfg, labels, PROBE_EPOCH, info)
     probe = [idx for _, idx in zip(range(PROBE_BATCHES), sampler)]
     buffers = {name: b.clone() for name, b in state.module.named_buffers()}
-    state.module.eval()
-    for m in state.module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train()  # the batch's statistics, as the step normalises (running ones restored below)
-        if hasattr(m, "settle"):
-            m.settle()
     total = torch.zeros((), dtype=torch.float64, device=device)
     try:
+        state.module.eval()
+        for m in state.module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()  # the batch's statistics, as the step normalises (running ones restored below)
+            if hasattr(m, "settle"):
+                m.settle()
         with torch.no_grad():
             for images, y in batches(dataset, probe):
                 images = images.to(device)
