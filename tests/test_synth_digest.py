@@ -46,15 +46,6 @@ RECORDED: dict[str, dict] = {
                 "on_demand": "02876286501006e16999129bb5036b0e08c6c641e846611044994a2946757ed4"},
         "trait_visibility": "16d378f95845c93af50fdc7b6435762ca8503dcf62011bcab1973a1febe1a9b0",
     },
-    # profile_yaw (50, 70) by default: the cross-pose suite's large yaws inside the range training draws
-    # (calibration C2); the on-demand images as in 15; with the scalar kernels
-    "16": {
-        "smoke": {"world": "24f38d2405b080fc3ed5e933dfd4391f6f8c92aa1c78691f48731c63db671ebc",
-                  "on_demand": "8c44280a24cdf3d207b591e0ec39ca2e8967a720af42f87e8b90ba16b03267a2"},
-        "cpu": {"world": "25b69a77fdde68bd21fd9ffa8e5f77a04ef6dd62520c1b7ee1ab4711eb248902",
-                "on_demand": "02876286501006e16999129bb5036b0e08c6c641e846611044994a2946757ed4"},
-        "trait_visibility": "16d378f95845c93af50fdc7b6435762ca8503dcf62011bcab1973a1febe1a9b0",
-    },
 }
 
 

@@ -275,7 +275,7 @@ def plan_lfw(rng, pairs: int, group_freqs, age_freqs, groups, bands) -> SuitePla
 def plan_cplfw(rng, pairs: int, group_freqs, age_freqs, groups, bands) -> SuitePlan:
     description = (
         f"{pairs} cross-pose pairs: every pair is a near-frontal image (|yaw| <= 8 deg) against a "
-        "large-yaw image (|yaw| in the world's profile_yaw range, 50-70 deg by default); negatives have the "
+        "large-yaw image (|yaw| in the world's profile_yaw range, 62-80 deg by default); negatives have the "
         "same pose gap and are attribute-matched (same group and age band).")
     return _plan_mixed(rng, "cplfw", "CPLFW", description, pairs, (group_freqs, age_freqs, groups, bands),
                        [FRONTAL, PROFILE, PROFILE], [(0, 1), (0, 2)], attribute_matched=True)
