@@ -100,6 +100,9 @@ class Profile:
     contrastive: dict[str, Any] = field(default_factory=lambda: {"margin": 1.0, "weight": 0.1, "halves": True})
     triplet: dict[str, Any] = field(default_factory=lambda: {"margin": 0.2, "weight": 0.1, "halves": True})
     center: dict[str, Any] = field(default_factory=dict)
+    #: the calibration chapter's premise maps (:func:`dbrepro.regime.run_premise_maps`): axes that replace
+    #: the full grid's (``embeddings``, ``ks``, ``spreads``, ``nuisances``); empty: the full grid
+    premise_map: dict[str, tuple] = field(default_factory=dict)
     #: True when the profile's numbers are not meant to be read (the smoke banner)
     numbers_meaningful: bool = True
     #: real data is required (paper profile): notebooks fail with a clear error without a path
@@ -127,6 +130,9 @@ PROFILES: dict[str, Profile] = {
         epochs=2,
         range_pk=(16, 4),
         scale=16.0,
+        # two values per axis (one world re-rendered per identity-map cell): the code path of the maps, at a
+        # third of the full grid's runs
+        premise_map={"embeddings": (16, 64), "ks": (2, 8), "spreads": (0.5, 2.0), "nuisances": (0.35, 1.05)},
         numbers_meaningful=False,
     ),
     "cpu": Profile(

@@ -118,7 +118,9 @@ def run_premise_maps(ch: Any, epochs: int | None = None) -> pd.DataFrame:
     (one seed, ``epochs``: half the profile's by default) through the run cache.
 
     ``map="room"``: embedding size x K on the chapter's world; ``map="identity"``: identity spread x nuisance
-    (worlds re-rendered with those knobs, tiny test suites), at the profile's embedding size and K.
+    (worlds re-rendered with those knobs, tiny test suites), at the profile's embedding size and K. The axes
+    are :data:`MAP_EMBEDDINGS`, :data:`MAP_KS`, :data:`MAP_SPREADS` and :data:`MAP_NUISANCES`, or the
+    profile's ``premise_map`` where it gives them (the smoke profile's two values per axis).
     """
     from .data import specs
     from .recipes import dfi_k, world_data
@@ -140,11 +142,17 @@ def run_premise_maps(ch: Any, epochs: int | None = None) -> pd.DataFrame:
         world = ch.world if cell["map"] == "room" else specs.world_for(spec(cell))
         return experiments.load(ch.train(config(cell))).objective.head.weight, world
 
-    room_cells = [{"map": "room", "embedding_size": d} for d in MAP_EMBEDDINGS]
+    axes = {"embeddings": MAP_EMBEDDINGS, "ks": MAP_KS, "spreads": MAP_SPREADS, "nuisances": MAP_NUISANCES}
+    unknown = set(profile.premise_map) - set(axes)
+    if unknown:
+        raise ValueError(f"profile {profile.name!r}: premise_map has unknown axes {sorted(unknown)}; "
+                         f"choose from {sorted(axes)}")
+    axes.update(profile.premise_map)
+    room_cells = [{"map": "room", "embedding_size": d} for d in axes["embeddings"]]
     identity_cells = [{"map": "identity", "identity_spread": sp, "nuisance": nu}
-                      for sp in MAP_SPREADS for nu in MAP_NUISANCES]
+                      for sp in axes["spreads"] for nu in axes["nuisances"]]
     ch.train_all([config(c) for c in room_cells + identity_cells])  # side by side on the CPU; then cached
-    ks = [k for k in MAP_KS if k < ch.num_classes]
+    ks = [k for k in axes["ks"] if k < ch.num_classes]
     room = premise_map(room_cells, train, ks, profile.scale)
     k = dfi_k(ch.num_classes)
     identity = premise_map(identity_cells, train, [k], profile.scale)

@@ -46,6 +46,9 @@ NOTEBOOKS = ROOT / "notebooks"
 TOC = ROOT / "book" / "_toc.yml"
 ORDER = book.notebooks_in_order(TOC, NOTEBOOKS)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: the smoke book and the rehearsal run side by side: each gets half the usable cores as PyTorch threads, so
+#: that the two do not oversubscribe the machine (two 2-thread kernels on 2 cores slow each other several-fold)
+BOOK_THREADS = str(max(1, len(os.sched_getaffinity(0)) // 2))
 
 
 def missing(what: str, make_target: str) -> None:
@@ -56,7 +59,7 @@ def missing(what: str, make_target: str) -> None:
 
 
 def dbrepro_book(*args: str, timeout: int = 3600, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_vars}
+    env = {**os.environ, "OMP_NUM_THREADS": BOOK_THREADS, **env_vars}
     shared = ROOT.parent / "shared" / "data"
     if not env.get("DBREPRO_LFW") and (shared / "lfw").is_dir():
         env["DBREPRO_LFW"] = str(shared)
@@ -94,7 +97,7 @@ def rehearsal_started(tmp_path_factory):
     python, q = shlex.quote(sys.executable), shlex.quote
     script = (f"{python} -m dbrepro rehearsal {q(str(folder))} && "
               f"{python} -m dbrepro.book run --profile rehearsal --build-dir {q(str(build))} --keep-going")
-    env = {**os.environ, "DBREPRO_CASIA": str(folder), "DBREPRO_MS1MV2": str(folder)}
+    env = {**os.environ, "OMP_NUM_THREADS": BOOK_THREADS, "DBREPRO_CASIA": str(folder), "DBREPRO_MS1MV2": str(folder)}
     with open(log, "w") as out:
         proc = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     yield build, proc, log

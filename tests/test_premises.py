@@ -161,3 +161,20 @@ def test_premise_summary_counts_the_sign_and_finds_the_best_cell_and_our_own():
     best_identity = maps.assign(rho=[-0.2, -0.11, -0.10, 0.3])
     assert "identity spread 1 against nuisance 0.35" in premise_summary(best_identity, 128, 6)
     assert premise_summary(maps.iloc[:0], 128, 6) == "no premise map was measured"
+
+
+def test_premise_map_axes_come_from_the_profile_and_unknown_axes_are_refused():
+    """The smoke profile shrinks the maps (two values per axis) and keeps its own embedding size on the room
+    map, so the summary can still name this world's cell; a misspelt axis is an error naming it."""
+    from types import SimpleNamespace
+
+    from dbrepro.config import get_profile
+    from dbrepro.regime import run_premise_maps
+
+    smoke = get_profile("smoke")
+    assert all(len(v) == 2 for v in smoke.premise_map.values())
+    assert smoke.embedding_size in smoke.premise_map["embeddings"]
+    assert get_profile("cpu").premise_map == {}
+    bad = SimpleNamespace(profile=smoke.replace(premise_map={"embedding": (8,)}), seeds=(0,))
+    with pytest.raises(ValueError, match=r"premise_map has unknown axes \['embedding'\]"):
+        run_premise_maps(bad)
