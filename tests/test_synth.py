@@ -1,7 +1,7 @@
 """The synthetic world: determinism, long tails, identities, suite protocols, World.render, config errors.
 
 Images, randomness and distractors: test_synth_images.py; the cache: test_synth_cache.py; the pinned
-digests of the smoke and cpu worlds: test_synth_digest.py.
+fingerprints of the smoke and cpu worlds: test_synth_digest.py.
 """
 
 from __future__ import annotations
