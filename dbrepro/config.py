@@ -130,8 +130,8 @@ PROFILES: dict[str, Profile] = {
         epochs=2,
         range_pk=(16, 4),
         scale=16.0,
-        # two values per axis (one world re-rendered per identity-map cell): the code path of the maps, at a
-        # third of the full grid's runs
+        # two values per axis (one world re-rendered per identity-map cell): the code path of the maps in 6
+        # runs instead of the full grid's 14
         premise_map={"embeddings": (16, 64), "ks": (2, 8), "spreads": (0.5, 2.0), "nuisances": (0.35, 1.05)},
         numbers_meaningful=False,
     ),

@@ -38,7 +38,7 @@ from dbrepro.data.synth import digest
 #: per WORLD_VERSION, for the smoke and cpu worlds of seed 0: the exact digest and the pixel statistics of
 #: :func:`_fingerprint`; and the trait_visibility table's digest. Version 15: profile_yaw (62, 80) and ageing 0.5
 #: by default (cross-pose hardest, as on real data: calibration, C3); recorded in this form on 2026-12-02
-#: (the exact digests of every byte recorded before, 69727124... smoke and 7afcfcff... cpu, hold on the
+#: (the exact digests of every byte recorded before, 69727124... smoke and 7afcfcff... cpu, passed on the
 #: machines they were made on)
 RECORDED: dict[str, dict] = {
     "15": {
