@@ -36,7 +36,7 @@ class Banner:
 
 def banner(profile_name: str, numbers_meaningful: bool, data: str) -> Banner:
     """The banner of a page computed in ``profile_name`` from ``data`` (a description, e.g.
-    ``"the synthetic world (version 15: 600 identities, 10,820 images)"``)."""
+    ``"the synthetic world (version 16: 600 identities, 10,820 images)"``)."""
     if not numbers_meaningful:
         return Banner(
             f"{profile_name.capitalize()} profile: these numbers mean nothing.",
