@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import papers
+
+if TYPE_CHECKING:  # PyTorch is imported where a device is resolved: the book's executor and CLI start without it
+    import torch
 
 PROFILE_NAMES = ("smoke", "cpu", "paper", "rehearsal")
 DEFAULT_PROFILE = "cpu"
@@ -209,6 +210,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     An explicit ``"cuda"`` on a machine without CUDA is an error, not a silent fallback.
     """
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":

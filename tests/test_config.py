@@ -54,3 +54,15 @@ def test_rehearsal_is_the_paper_path_made_small():
     assert rehearsal.needs_data_path and paper.needs_data_path  # both read an InsightFace folder
     assert (rehearsal.image_size, rehearsal.backbone, rehearsal.backbone_large) == (112, "ir18", "ir50")
     assert rehearsal.num_workers > 0 and not rehearsal.numbers_meaningful
+
+
+def test_the_profiles_and_the_book_cli_load_without_pytorch():
+    """`python -m dbrepro.book build/check` and a refused `run` never need PyTorch (2-3 s of import per start);
+    the device is resolved, and torch imported, only where a run is trained or evaluated."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dbrepro.config, dbrepro.book.cli; "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
