@@ -5,6 +5,7 @@
 - :mod:`.objective`: the head + extra terms + RBM gate regression, and the one DFI buffer (DB Eq. 1-2, 6);
 - :mod:`.loop`: :func:`fit`, a loop of small named steps (start, resume, epoch sampler, train step, end of
   epoch, finish) with callbacks;
+- :mod:`.sgd`: the CPU's SGD, ``torch.optim.SGD``'s arithmetic without its import of ``torch._dynamo``;
 - :mod:`.checkpoint`: ``checkpoint.pt`` / ``model.pt``, loaded with ``weights_only=True``;
 - :mod:`.distributed`: joining torchrun's process group.
 """

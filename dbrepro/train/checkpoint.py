@@ -37,7 +37,7 @@ class CheckpointMismatchError(UnusableCheckpointError):
 CHECKPOINT_KEYS = ("config_key", "num_classes", "epoch", "step", "history", "module", "optimizer", "scaler")
 
 
-def save_checkpoint(run: Run, module: TrainModule, optimizer: torch.optim.Optimizer, scaler: Any, *, epoch: int,
+def save_checkpoint(run: Run, module: TrainModule, optimizer: Any, scaler: Any, *, epoch: int,
                     step: int, history: list[dict[str, Any]], config_key: str, num_classes: int) -> None:
     """Everything needed to continue after epoch ``epoch`` bit-identically."""
     atomic_torch_save(run.checkpoint_path, {

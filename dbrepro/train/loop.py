@@ -65,6 +65,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_model
 from .config import DFIConfig, TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, process_device
 from .objective import Objective, TrainModule, build, refresh_dfi
+from .sgd import SGD
 
 #: on CUDA, steps between two reads of the loss on the host (finiteness check, progress)
 CUDA_SYNC_EVERY = 50
@@ -86,7 +87,8 @@ class TrainState:
 
     cfg: TrainConfig
     module: TrainModule
-    optimizer: torch.optim.Optimizer
+    #: ``torch.optim.SGD`` on CUDA, :class:`~dbrepro.train.sgd.SGD` on the CPU (:func:`make_optimizer`)
+    optimizer: Any
     scaler: torch.amp.GradScaler
     num_classes: int
     epoch: int = 0
@@ -201,15 +203,24 @@ def fit(
 
 
 def start(cfg: TrainConfig, num_classes: int, device: torch.device) -> TrainState:
-    """Model, objective (seeded from ``cfg.seed``), SGD with momentum and weight decay, the AMP scaler;
-    the model in the memory format it trains in (:func:`step_memory_format`)."""
+    """Model, objective (seeded from ``cfg.seed``), SGD with momentum and weight decay (:func:`make_optimizer`),
+    the AMP scaler; the model in the memory format it trains in (:func:`step_memory_format`)."""
     module = build(cfg, num_classes).to(device)
     memory_format = step_memory_format(cfg, device, module.model)
     if memory_format is not torch.contiguous_format:
         module.model.to(memory_format=memory_format)  # conv weights; the batches follow in train_step
-    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(module, cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     return TrainState(cfg, module, optimizer, scaler, num_classes, memory_format=memory_format)
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
+    """SGD with the config's momentum and weight decay: ``torch.optim.SGD`` on CUDA (its multi-tensor
+    kernels), :class:`~dbrepro.train.sgd.SGD` on the CPU, the same arithmetic without ``torch.optim``'s
+    2.4 s import of ``torch._dynamo`` in every new process (its module docstring)."""
+    if device.type == "cuda":
+        return torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def step_memory_format(cfg: TrainConfig, device: torch.device, model: nn.Module) -> torch.memory_format:
