@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,build,check}")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--profile", default=DEFAULT_PROFILE, help="smoke, cpu (default) or paper")
+        p.add_argument("--profile", default=DEFAULT_PROFILE,
+                       help="smoke, cpu (default), paper (reads DBREPRO_CASIA and DBREPRO_MS1MV2) or rehearsal (the "
+                            "paper path on the folder `dbrepro rehearsal DIR` writes)")
         p.add_argument("--build-dir", default="_build", help="build folder (default: _build)")
 
     p = sub.add_parser("run", help="execute notebooks with papermill, in toc order (the scorecard last)")
