@@ -98,3 +98,24 @@ def test_neighbour_agreement_rejects_bad_inputs() -> None:
         neighbour_agreement(f, np.array(["a", "b", "a"]), np.zeros(3))
     with pytest.raises(ValueError, match="k must be >= 1"):
         neighbour_agreement(f, np.array(["a", "b", "a"]), np.arange(3), k=0)
+
+
+def test_bin_labels_close_bins_on_the_right_and_refuse_values_outside() -> None:
+    from dbrepro.eval.grouping import bin_labels
+
+    labels = bin_labels([62.0, 64.0, 66.0, 66.5, 70.0, 80.0], [62, 66, 70, 80], "°")
+    assert labels.tolist() == ["62-66°", "62-66°", "62-66°", "66-70°", "66-70°", "70-80°"]
+    assert list(labels.cat.categories) == ["62-66°", "66-70°", "70-80°"] and labels.cat.ordered
+    # per-bin verification: each bin its own 10-fold protocol, as per race
+    meta = pd.DataFrame({"yaw": np.r_[np.full(40, 63.0), np.full(40, 75.0)]})
+    meta["bin"] = bin_labels(meta["yaw"], [62, 70, 80])
+    issame = np.tile([True, False], 40)
+    scores = np.where(issame, 0.8, 0.2)
+    scores[40:] = np.where(issame[40:], 0.4, 0.6)  # the second bin's pairs are all on the wrong side
+    table = verification_by(scores, issame, meta, "bin")
+    assert table["bin"].tolist() == ["62-70", "70-80"]
+    assert table["accuracy"].tolist()[0] == 1.0 and table["accuracy"].tolist()[1] <= 0.5
+    with pytest.raises(ValueError, match="1 value\\(s\\) outside the bins 62-80°, e.g. 81"):
+        bin_labels([63.0, 81.0], [62, 80], "°")
+    with pytest.raises(ValueError, match="bin edges must increase"):
+        bin_labels([63.0], [70, 62])

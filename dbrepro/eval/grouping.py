@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from dbrepro.eval.verification import verification
 
-__all__ = ["by_group", "verification_by", "group_spread", "neighbour_agreement"]
+__all__ = ["by_group", "verification_by", "group_spread", "neighbour_agreement", "bin_labels"]
 
 
 def _group_rows(table: pd.DataFrame, column: str, n: int) -> dict[Any, np.ndarray]:
@@ -104,6 +104,22 @@ def verification_by(
 
     table = by_group(one_group, meta, column, scores=scores, issame=issame)
     return table.rename(columns={"n": "n_pairs"})
+
+
+def bin_labels(values: Any, edges: Any, unit: str = "") -> pd.Series:
+    """Each value's bin among ``edges`` (increasing), as an ordered label ``"lo-hi"`` + ``unit``; bins are
+    closed on the right, the first also on the left. A value outside ``[edges[0], edges[-1]]`` is an error
+    naming it. For :func:`verification_by` on a continuous column (the cross-pose pairs by profile yaw)."""
+    values = pd.Series(np.asarray(values, dtype=np.float64))
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
+        raise ValueError(f"bin edges must increase, at least two of them, got {edges.tolist()}")
+    outside = values[(values < edges[0]) | (values > edges[-1])]
+    if len(outside):
+        raise ValueError(f"{len(outside)} value(s) outside the bins {edges[0]:g}-{edges[-1]:g}{unit}, "
+                         f"e.g. {outside.iloc[0]:g}")
+    labels = [f"{a:g}-{b:g}{unit}" for a, b in zip(edges[:-1], edges[1:])]
+    return pd.cut(values, edges, labels=labels, include_lowest=True)
 
 
 def group_spread(table: pd.DataFrame, metric: str = "accuracy", group: str | None = None) -> dict[str, Any]:

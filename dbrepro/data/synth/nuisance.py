@@ -32,6 +32,9 @@ from .rng import Draws
 #: yaw of a suite's "frontal" slot (|yaw| below this, degrees) and of its "profile" slot (|yaw| in this range)
 FRONTAL_YAW = 8.0
 PROFILE_YAW = (45.0, 62.0)
+#: |yaw| limit (degrees) of a training photograph: the pose mixture is clipped there, so a suite's profile photo
+#: beyond it (the default ``profile_yaw`` reaches 80) shows a pose the training set never does
+TRAIN_YAW_LIMIT = 70.0
 #: share of photographs drawn from the wide component of the yaw mixture (:func:`pose`; a world's ``wide_pose_share``)
 WIDE_POSE_SHARE = 0.3
 
@@ -114,7 +117,7 @@ def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None,
     ``profile_yaw``)."""
     wide = d.uniform("yaw_wide") < wide_pose_share
     yaw = np.where(wide, 32.0, 14.0) * s * d.normal("yaw")
-    yaw = np.clip(yaw, -70.0, 70.0)
+    yaw = np.clip(yaw, -TRAIN_YAW_LIMIT, TRAIN_YAW_LIMIT)
     if yaw_mode is not None:
         yaw_mode = np.asarray(yaw_mode)
         frontal = d.uniform("frontal_yaw", -FRONTAL_YAW, FRONTAL_YAW)
