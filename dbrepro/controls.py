@@ -23,6 +23,9 @@ C4 rarity hurts
     world removes most (at least :data:`BALANCED_SHARE_REMOVED`) of that gap.
 C5 the class tail carries information
     softmax trained on A-4 (every tail identity removed) is below softmax on A-0 (RL Table 2).
+
+:func:`gain_by_profile_yaw` is not a control but C2's diagnosis: the cross-pose pairs' verification by the
+yaw of their profile photo, inside and beyond the yaws the training set shows.
 """
 
 from __future__ import annotations
@@ -170,3 +173,45 @@ def c4_rarity(gap_long_tailed: Sequence[float], gap_balanced: Sequence[float]) -
 def c5_tail(a0: Sequence[float], a4: Sequence[float]) -> Control:
     """Softmax accuracy (four-suite mean, per seed) on A-0 and on A-4."""
     return Control("C5", compare(a0, a4, "greater"), f"A-0 {fmt_pm(a0)} vs A-4 {fmt_pm(a4)}")
+
+
+def profile_yaw_edges(profile_yaw: Sequence[float], train_limit: float, n_pairs: int) -> list[float]:
+    """Bin edges over a cross-pose suite's profile yaws: a cut at the training set's yaw limit when it falls
+    inside the range, and each bin halved when the suite has at least 2,000 pairs (about 500 a bin)."""
+    lo, hi = float(profile_yaw[0]), float(profile_yaw[1])
+    edges = [lo, *([float(train_limit)] if lo < train_limit < hi else []), hi]
+    if n_pairs >= 2000:
+        edges = sorted({*edges, *((a + b) / 2 for a, b in zip(edges, edges[1:]))})
+    return edges
+
+
+def gain_by_profile_yaw(results: Mapping[str, Sequence[Mapping[str, Any]]], meta: Any, edges: Sequence[float],
+                        baseline: str = "Softmax") -> Any:
+    """Each method's cross-pose accuracy (%) per bin of the profile photo's |yaw| (meta column ``yaw_b``),
+    the mean over its seeds, and every other method's gain over ``baseline`` (``"<method> gain"``).
+
+    ``results``: method -> one pair-suite result per seed (``scores`` and ``issame``, as
+    :func:`dbrepro.experiments.evaluate` returns them). Each bin is its own 10-fold protocol
+    (:func:`dbrepro.eval.grouping.verification_by`, as per race on RFW). Rows: (bin, pairs).
+    """
+    import pandas as pd
+
+    from .eval.grouping import bin_labels, verification_by
+
+    if baseline not in results:
+        raise ValueError(f"gain_by_profile_yaw: no {baseline!r} among the methods {sorted(results)}")
+    meta = meta.reset_index(drop=True)
+    binned = meta.assign(profile_yaw=bin_labels(np.abs(meta["yaw_b"].to_numpy()), edges, "°"))
+    rows = []
+    for method, per_seed in results.items():
+        for seed, r in enumerate(per_seed):
+            t = verification_by(r["scores"], r["issame"], binned, "profile_yaw")
+            rows += [{"method": method, "seed": seed, "yaw": g, "pairs": int(n), "accuracy": 100 * float(a)}
+                     for g, n, a in zip(t["profile_yaw"], t["n_pairs"], t["accuracy"])]
+    table = pd.DataFrame(rows).pivot_table(index=["yaw", "pairs"], columns="method", values="accuracy",
+                                           aggfunc="mean", observed=True)
+    table = table[list(results)]
+    for method in results:
+        if method != baseline:
+            table[f"{method} gain"] = table[method] - table[baseline]
+    return table

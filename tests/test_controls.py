@@ -1,5 +1,6 @@
 """Positive controls: each verdict from hand-made numbers, thresholds as the calibration chapter states them."""
 
+import numpy as np
 import pytest
 
 from dbrepro import controls
@@ -72,3 +73,30 @@ def test_c4_and_c5():
     assert controls.c4_rarity([0.08, 0.09, 0.07], [0.06, 0.05, 0.07]).verdict == "not reproduced"  # 25 % removed
     assert controls.c5_tail([0.90, 0.91, 0.905], [0.85, 0.86, 0.855]).verdict == "reproduced"
     assert controls.c5_tail([0.85, 0.86, 0.855], [0.90, 0.91, 0.905]).verdict == "not reproduced"
+
+
+def test_profile_yaw_edges_cut_at_the_training_limit_and_halve_bins_of_a_large_suite():
+    assert controls.profile_yaw_edges((62, 80), 70, 100) == [62, 70, 80]
+    assert controls.profile_yaw_edges((62, 80), 70, 6000) == [62, 66, 70, 75, 80]
+    assert controls.profile_yaw_edges((50, 70), 70, 100) == [50, 70]  # the limit is no cut at the range's end
+
+
+def test_gain_by_profile_yaw_is_each_bins_own_protocol_and_the_gain_over_softmax():
+    import pandas as pd
+
+    n = 80
+    meta = pd.DataFrame({"yaw_b": np.r_[np.full(n // 2, 64.0), np.full(n // 2, -76.0)]}, index=np.arange(n) + 100)
+    issame = np.tile([True, False], n // 2)
+    right = np.where(issame, 0.9, 0.1)
+    wrong_beyond = right.copy()
+    # beyond 70 degrees every matched pair scores below every mismatched one: no threshold beats chance
+    wrong_beyond[n // 2:] = np.where(issame[n // 2:], 0.1, 0.9)
+    results = {"Softmax": [{"scores": wrong_beyond, "issame": issame}] * 2,
+               "CosFace": [{"scores": right, "issame": issame}, {"scores": wrong_beyond, "issame": issame}]}
+    table = controls.gain_by_profile_yaw(results, meta, [62, 70, 80])
+    assert [y for y, _ in table.index] == ["62-70°", "70-80°"] and [p for _, p in table.index] == [40, 40]
+    assert table["Softmax"].tolist() == [100.0, 50.0]
+    assert table["CosFace"].tolist() == [100.0, 75.0]  # the mean of its two seeds
+    assert table["CosFace gain"].tolist() == [0.0, 25.0]
+    with pytest.raises(ValueError, match="no 'Softmax' among the methods"):
+        controls.gain_by_profile_yaw({"CosFace": results["CosFace"]}, meta, [62, 70, 80])
