@@ -217,7 +217,7 @@ def start(cfg: TrainConfig, num_classes: int, device: torch.device) -> TrainStat
 def make_optimizer(module: nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
     """SGD with the config's momentum and weight decay: ``torch.optim.SGD`` on CUDA (its multi-tensor
     kernels), :class:`~dbrepro.train.sgd.SGD` on the CPU, the same arithmetic without ``torch.optim``'s
-    2.4 s import of ``torch._dynamo`` in every new process (its module docstring)."""
+    2.3-2.5 s import of ``torch._dynamo`` in every new process (its module docstring)."""
     if device.type == "cuda":
         return torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
