@@ -3,12 +3,12 @@
 Every ``torch.optim`` optimiser imports ``torch._dynamo`` the first time it is built or steps
 (``add_param_group`` and ``step`` are wrapped to keep the compiler out of them): 2.3-2.5 s in every new
 process on the 2-core development machine (2026-12-03, torch 2.14.1, ``benchmarks/bench_optimizer_start.py``),
-half as long as a whole rehearsal run trains. The book starts a fresh process for every chapter, every
-worker of a chapter's parallel runs and every ``torchrun`` rank, so on the CPU the loop uses this class instead: the update of PyTorch's
-single-tensor path (which ``torch.optim.SGD`` takes for CPU tensors), operation for operation, so a run
-trains bit-identically with either (``tests/test_sgd.py`` checks it), and the same ``state_dict`` layout,
-so a checkpoint written by one resumes in the other. On CUDA the loop keeps ``torch.optim.SGD``: its
-multi-tensor kernels matter there, the import does not.
+half as long as a whole rehearsal run trains. The book starts a fresh process for every chapter, every worker
+of a chapter's parallel runs and every ``torchrun`` rank, so on the CPU the loop uses this class instead: the
+update of PyTorch's single-tensor path (which ``torch.optim.SGD`` takes for CPU tensors), operation for
+operation, so a run trains bit-identically with either (``tests/test_sgd.py`` checks it), and the same
+``state_dict`` layout, so a checkpoint written by one resumes in the other. On CUDA the loop keeps
+``torch.optim.SGD``: its multi-tensor kernels matter there, the import does not.
 
 For parameters :math:`w`, gradient :math:`g`, weight decay :math:`\\lambda`, momentum :math:`\\mu` and
 learning rate :math:`\\eta` (the papers' recipe: :math:`\\mu = 0.9`, :math:`\\lambda = 5 \\cdot 10^{-4}`)::
