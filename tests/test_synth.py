@@ -6,6 +6,8 @@ fingerprints of the smoke and cpu worlds: test_synth_digest.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -365,3 +367,35 @@ def test_wide_pose_share_sets_how_many_photos_come_from_the_wide_yaw_component()
     assert share == pytest.approx(0.5 / 0.3 * np.mean(np.abs(base) > 45), rel=0.1)  # large poses come from the wide part
     with pytest.raises(ValueError, match="wide_pose_share"):
         synth.preset_config("cpu", {"wide_pose_share": 1.5})
+
+
+def test_profile_pose_share_shows_that_share_of_training_photos_in_profile():
+    from dbrepro.data.synth.nuisance import TRAIN_PROFILE_YAW, pose
+    from dbrepro.data.synth.rng import Draws
+
+    keys = np.arange(20_000, dtype=np.uint64)
+    mixture = pose(Draws(keys), 0.7, profile_pose_share=0.0)["yaw"]
+    yaw = pose(Draws(keys), 0.7, profile_pose_share=0.05)["yaw"]
+    moved = yaw != mixture
+    assert moved.mean() == pytest.approx(0.05, abs=0.006)  # that share, drawn by its own names ...
+    assert np.array_equal(yaw[~moved], mixture[~moved])  # ... so every other photo keeps its yaw
+    lo, hi = TRAIN_PROFILE_YAW
+    assert ((np.abs(yaw[moved]) >= lo) & (np.abs(yaw[moved]) <= hi)).all()
+    assert np.mean(yaw[moved] > 0) == pytest.approx(0.5, abs=0.05)  # both sides
+    assert np.mean(np.abs(mixture) > 62) < 0.003  # the mixture's normal tails alone show almost no profile
+    # suite slots and canonical (nuisance 0) photographs are not moved
+    slot = np.array(["frontal"] * 10_000 + ["profile"] * 10_000)
+    np.testing.assert_array_equal(pose(Draws(keys), 0.7, slot, profile_pose_share=0.05)["yaw"],
+                                  pose(Draws(keys), 0.7, slot)["yaw"])
+    assert (pose(Draws(keys), 0.0, profile_pose_share=0.05)["yaw"] == 0).all()
+    with pytest.raises(ValueError, match="profile_pose_share"):
+        synth.preset_config("cpu", {"profile_pose_share": 0.7})
+
+
+def test_profile_pose_share_reaches_the_training_set_not_the_suites(smoke):
+    cfg = dataclasses.replace(smoke.config, profile_pose_share=0.3)
+    world = synth.build_world(cfg, 0)
+    train_moved = world.train.meta["yaw"].to_numpy() != smoke.train.meta["yaw"].to_numpy()
+    assert 0.15 < train_moved.mean() < 0.45
+    for name in ("lfw", "cplfw"):
+        assert world.suites[name].meta.equals(smoke.suites[name].meta)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,6 +153,40 @@ def test_renderer_rejects_bad_parameters():
     tensors["skin_rgb"] = tensors["skin_rgb"][:, :2]
     with pytest.raises(ValueError, match="colour 'skin_rgb' must have shape"):
         synth.render_faces(tensors, keys, 24)
+
+
+def test_blur_is_a_normalised_separable_gaussian_per_image():
+    from dbrepro.data.synth.render import _blur
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 3, 12, 10, generator=gen)
+    sigma = torch.tensor([0.0, 0.8, 1.6])
+    out = _blur(img, sigma)
+    # by hand, in float64: replicate padding by 3, the 7 taps exp(-x^2 / 2 sigma^2) normalised, rows then columns
+    x = np.arange(-3, 4)
+    for i, s in enumerate(sigma.tolist()):
+        k = np.exp(-0.5 * (x / max(s, 0.05)) ** 2)
+        k /= k.sum()
+        p = np.pad(img[i].double().numpy(), ((0, 0), (3, 3), (3, 3)), mode="edge")
+        rows = sum(k[t] * p[:, :, t:t + 10] for t in range(7))
+        want = sum(k[t] * rows[:, t:t + 12, :] for t in range(7))
+        np.testing.assert_allclose(out[i].numpy(), want, rtol=0, atol=2e-6)
+    assert torch.equal(out[0], img[0])  # sigma 0 is the identity (its one-hot kernel)
+    flat = torch.full((2, 3, 8, 8), 0.375)
+    assert torch.allclose(_blur(flat, torch.tensor([1.0, 2.0])), flat, atol=1e-7)  # weights sum to one
+    assert _blur(img, torch.zeros(3)) is img  # all sharp: untouched
+
+
+def test_blur_does_not_depend_on_the_cpu_kernels():
+    # the blur sums its taps elementwise in a fixed order, so its bytes are the same under PyTorch's scalar and
+    # vectorised kernels and whatever ISA oneDNN is allowed (a grouped conv2d was not: see _blur)
+    code = ("import hashlib, torch; from dbrepro.data.synth.render import _blur; "
+            "g = torch.Generator().manual_seed(1); x = torch.rand(4, 3, 16, 16, generator=g); "
+            "print(hashlib.sha256(_blur(x, torch.tensor([0.3, 0.7, 1.1, 2.0])).numpy().tobytes()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.strip()
+               for env in ({"ATEN_CPU_CAPABILITY": "default"}, {}, {"ONEDNN_MAX_CPU_ISA": "SSE41"})}
+    assert len(digests) == 1 and len(digests.pop()) == 64
 
 
 def test_single_thread_restores_the_thread_count():

@@ -66,7 +66,8 @@ from .identities import (
     COLOUR_MEANS, COLOUR_SPREAD, GROUP_MEAN_SD, GROUP_MEANS, GROUP_SPREAD, GROUP_TRAIT_SD, HIGH_SD, LOW_SD, PARTS,
     SEX_SHIFT, TRAIT_OWNER, TRAITS, Z_RANGE, Trait, sample_identities,
 )
-from .nuisance import FRONTAL_YAW, NUISANCE_COLUMNS, PROFILE_YAW, TRAIN_YAW_LIMIT, image_parameters
+from .nuisance import (FRONTAL_YAW, NUISANCE_COLUMNS, PROFILE_YAW, TRAIN_PROFILE_YAW, TRAIN_YAW_LIMIT,
+                       image_parameters)
 from .photos import RENDER_BLOCK, photograph, single_thread
 from .plans import SuitePlan, plan_suites
 from .render import MIN_IMAGE_SIZE, render_faces
@@ -87,7 +88,8 @@ __all__ = [
     "GROUP_MEAN_SD", "GROUP_MEANS", "COLOUR_MEANS", "COLOUR_SPREAD", "Z_RANGE", "SEX_SHIFT", "sample_identities",
     "trait_visibility",
     # photographs
-    "NUISANCE_COLUMNS", "FRONTAL_YAW", "PROFILE_YAW", "TRAIN_YAW_LIMIT", "image_parameters", "photograph",
+    "NUISANCE_COLUMNS", "FRONTAL_YAW", "PROFILE_YAW", "TRAIN_YAW_LIMIT", "TRAIN_PROFILE_YAW",
+    "image_parameters", "photograph",
     "RENDER_BLOCK", "single_thread", "render_faces", "MIN_IMAGE_SIZE",
     # randomness
     "splitmix64", "hash_key", "hash_uniform", "stream_keys", "Draws",

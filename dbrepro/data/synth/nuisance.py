@@ -37,6 +37,9 @@ PROFILE_YAW = (45.0, 62.0)
 TRAIN_YAW_LIMIT = 70.0
 #: share of photographs drawn from the wide component of the yaw mixture (:func:`pose`; a world's ``wide_pose_share``)
 WIDE_POSE_SHARE = 0.3
+#: |yaw| range (degrees) of a training set's profile photographs (:func:`pose`; a world's ``profile_pose_share``):
+#: from the suites' "profile" slot up to beyond the cross-pose suite's widest profile photo
+TRAIN_PROFILE_YAW = (45.0, 85.0)
 
 #: per-image meta columns written for every image (angles in degrees, ages in years)
 NUISANCE_COLUMNS = (
@@ -59,6 +62,7 @@ def image_parameters(
     profile_yaw: tuple[float, float] = PROFILE_YAW,
     ageing: float = 1.0,
     wide_pose_share: float = WIDE_POSE_SHARE,
+    profile_pose_share: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Renderer parameters and meta for one image per row of ``ident`` (identity traits).
 
@@ -68,7 +72,7 @@ def image_parameters(
     ``profile_yaw`` is the |yaw| range of a "profile" slot and ``ageing`` scales every effect of age
     on a face (proportions, texture, hair; :func:`age_effects`): the world's two knobs of how hard the
     cross-pose and the cross-age suites are; ``wide_pose_share`` is the share of photographs drawn from
-    the wide component of the yaw mixture (:func:`pose`).
+    the wide component of the yaw mixture and ``profile_pose_share`` the share shown in profile (:func:`pose`).
     Returns ``(params, meta)``: float arrays for :func:`~dbrepro.data.synth.render.render_faces`
     and a DataFrame with the nuisance values in readable units.
     """
@@ -77,7 +81,7 @@ def image_parameters(
     s = float(nuisance)
     trait = {k: ident[k].to_numpy(dtype=np.float64) for k in ident.columns if k not in _LABEL_COLUMNS}
     meta = {
-        **pose(d, s, yaw_mode, profile_yaw, wide_pose_share),
+        **pose(d, s, yaw_mode, profile_yaw, wide_pose_share, profile_pose_share),
         "age": image_age(d, s, trait["base_age"], age),
         **expression(d, s),
         **light(d, s),
@@ -111,13 +115,20 @@ def image_parameters(
 
 def pose(d: Draws, s: float, yaw_mode: np.ndarray | None = None,
          profile_yaw: tuple[float, float] = PROFILE_YAW,
-         wide_pose_share: float = WIDE_POSE_SHARE) -> dict[str, np.ndarray]:
+         wide_pose_share: float = WIDE_POSE_SHARE, profile_pose_share: float = 0.0) -> dict[str, np.ndarray]:
     """Head pose in degrees. Yaw is a mixture (most photos near frontal, ``wide_pose_share`` of them with a
-    wider spread), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`) or "profile" (|yaw| in
-    ``profile_yaw``)."""
+    wider spread, clipped at :data:`TRAIN_YAW_LIMIT`), or a suite's slot: "frontal" (|yaw| <= :data:`FRONTAL_YAW`)
+    or "profile" (|yaw| in ``profile_yaw``). A share ``profile_pose_share`` of the free photographs (where
+    ``nuisance`` > 0) is a profile instead, |yaw| uniform in :data:`TRAIN_PROFILE_YAW`: the mixture's normal tails
+    alone put almost none there (0.1 % of the cpu world's training photos beyond 62 degrees). Its draws have
+    their own names, so a share of 0 leaves every other value as it was."""
     wide = d.uniform("yaw_wide") < wide_pose_share
     yaw = np.where(wide, 32.0, 14.0) * s * d.normal("yaw")
     yaw = np.clip(yaw, -TRAIN_YAW_LIMIT, TRAIN_YAW_LIMIT)
+    if profile_pose_share > 0 and s > 0:
+        in_profile = d.uniform("yaw_profile") < profile_pose_share
+        side = np.where(d.uniform("yaw_profile_side") < 0.5, -1.0, 1.0)
+        yaw = np.where(in_profile, side * d.uniform("yaw_profile_angle", *TRAIN_PROFILE_YAW), yaw)
     if yaw_mode is not None:
         yaw_mode = np.asarray(yaw_mode)
         frontal = d.uniform("frontal_yaw", -FRONTAL_YAW, FRONTAL_YAW)

@@ -38,13 +38,14 @@ def photograph(
     profile_yaw: tuple[float, float] | None = None,
     ageing: float = 1.0,
     wide_pose_share: float = WIDE_POSE_SHARE,
+    profile_pose_share: float = 0.0,
 ) -> tuple[torch.Tensor, pd.DataFrame]:
     """One photograph per row of ``ident`` (identity traits, as :func:`sample_identities
     <dbrepro.data.synth.identities.sample_identities>` gives them), the image of row ``i``
     seeded by ``keys[i]``.
 
-    ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw``, ``ageing`` and
-    ``wide_pose_share`` are the world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`).
+    ``yaw_mode``, ``age`` and ``overrides`` impose conditions; ``profile_yaw``, ``ageing``,
+    ``wide_pose_share`` and ``profile_pose_share`` are the world's (see :func:`~dbrepro.data.synth.nuisance.image_parameters`).
     ``start`` is the position of the first row in its stream: rows are rendered in blocks of
     :data:`RENDER_BLOCK` counted from position 0, so the bytes of an image never depend on how a caller
     chunks its requests.
@@ -54,7 +55,8 @@ def photograph(
     """
     extra = {} if profile_yaw is None else {"profile_yaw": tuple(profile_yaw)}
     params, meta = image_parameters(ident, keys, nuisance, yaw_mode=yaw_mode, age=age, overrides=overrides,
-                                    ageing=ageing, wide_pose_share=wide_pose_share, **extra)
+                                    ageing=ageing, wide_pose_share=wide_pose_share,
+                                    profile_pose_share=profile_pose_share, **extra)
     return _render_blocks(params, keys, image_size, supersample, start), meta
 
 

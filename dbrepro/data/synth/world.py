@@ -159,7 +159,7 @@ def _training_set(identities: pd.DataFrame, cfg: WorldConfig, seed: int) -> Tens
     train = identities.iloc[: cfg.num_identities]
     labels = np.repeat(train["identity"].to_numpy(), train["n_images"].to_numpy())
     ident = identities.iloc[labels].reset_index(drop=True)
-    images, nuisance = _photograph(ident, "train", cfg, seed)
+    images, nuisance = _photograph(ident, "train", cfg, seed, profile_pose_share=cfg.profile_pose_share)
     meta = pd.concat([ident[_IMAGE_ID_COLUMNS], nuisance], axis=1)
     meta.insert(1, "label", labels)
     return TensorFaces(images=images, labels=labels, num_classes=cfg.num_identities, meta=meta, name="synth-train")
