@@ -399,3 +399,5 @@ def test_profile_pose_share_reaches_the_training_set_not_the_suites(smoke):
     assert 0.15 < train_moved.mean() < 0.45
     for name in ("lfw", "cplfw"):
         assert world.suites[name].meta.equals(smoke.suites[name].meta)
+    n = synth.RENDER_BLOCK  # World.render is still the path that made the training images
+    assert torch.equal(world.render(world.train.labels[:n], stream="train"), world.train.images[:n])

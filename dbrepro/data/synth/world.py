@@ -76,7 +76,8 @@ class World:
         sweep: ``world.render([7] * 5, {"yaw": [-60, -30, 0, 30, 60]}, nuisance=0)``.
 
         Image ``i`` is seeded by position ``i`` of ``stream``, so the same call gives the same
-        images; pass another ``stream`` name for other photographs of the same people."""
+        images; pass another ``stream`` name for other photographs of the same people. The poses are the training
+        set's (``profile_pose_share`` included): ``stream="train"`` gives the training photographs again."""
         ids = np.asarray(list(identities), dtype=np.int64)
         table = self.identities.set_index("identity")
         missing = sorted(set(ids) - set(table.index))
@@ -87,7 +88,8 @@ class World:
         images, _ = photograph(ident, keys, nuisance=self.config.nuisance if nuisance is None else nuisance,
                                image_size=self.config.image_size, supersample=self.config.supersample,
                                overrides=overrides, profile_yaw=self.config.profile_yaw, ageing=self.config.ageing,
-                               wide_pose_share=self.config.wide_pose_share)
+                               wide_pose_share=self.config.wide_pose_share,
+                               profile_pose_share=self.config.profile_pose_share)
         return images
 
 
