@@ -18,6 +18,7 @@ stream (``"train"``, the suite's name, ...; :func:`~dbrepro.data.synth.rng.strea
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -84,12 +85,9 @@ class World:
         if missing:
             raise ValueError(f"unknown identities {missing[:5]}")
         ident = table.loc[ids].reset_index()
-        keys = stream_keys(self.seed, stream, np.arange(len(ids)))
-        images, _ = photograph(ident, keys, nuisance=self.config.nuisance if nuisance is None else nuisance,
-                               image_size=self.config.image_size, supersample=self.config.supersample,
-                               overrides=overrides, profile_yaw=self.config.profile_yaw, ageing=self.config.ageing,
-                               wide_pose_share=self.config.wide_pose_share,
-                               profile_pose_share=self.config.profile_pose_share)
+        cfg = self.config if nuisance is None else dataclasses.replace(self.config, nuisance=nuisance)
+        images, _ = _photograph(ident, stream, cfg, self.seed, overrides=overrides,
+                                profile_pose_share=cfg.profile_pose_share)
         return images
 
 
