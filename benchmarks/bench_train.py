@@ -1,8 +1,10 @@
-"""Trainer overhead against a bare PyTorch loop, and images/s of the small backbone.
+"""Trainer overhead against a bare PyTorch loop, and images/s of the small backbone in float32 and bfloat16.
 
 Both loops train the same model (small backbone, cpu-profile sizes) with the same head, optimiser,
 batches and flips on the same in-memory data; the bare loop is the minimum a hand-written script
-does. The two are interleaved and each is timed ``--repeats`` times; the best time of each counts.
+does. Both run in float32 and under bfloat16 autocast (``TrainConfig.cpu_bf16``, what the cpu profile
+trains in on a CPU with native bf16); the four are interleaved and each is timed ``--repeats`` times; the
+best time of each counts. The last line is the bf16 speed-up of the trainer, within this one run.
 
     python benchmarks/bench_train.py [--images 4096] [--classes 500] [--size 32] [--batch 32] [--repeats 3]
 
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dbrepro.config import get_profile
+from dbrepro.config import cpu_has_native_bf16, get_profile
 from dbrepro.data.base import TensorFaces
 from dbrepro.data.samplers import RandomBatchSampler
 from dbrepro.models import normalize_images
@@ -35,6 +37,7 @@ def make_data(n: int, classes: int, size: int) -> TensorFaces:
 
 
 def bare_loop(cfg: TrainConfig, data: TensorFaces) -> float:
+    """The hand-written loop; ``cfg.cpu_bf16`` puts the backbone's forward under bfloat16 autocast, as the trainer."""
     module = build(cfg, data.num_classes)
     model, head = module.model, module.objective.head
     opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
@@ -50,7 +53,9 @@ def bare_loop(cfg: TrainConfig, data: TensorFaces) -> float:
             x = data.images[idx]
             flip = torch.rand(len(x), generator=gen) < 0.5
             x = normalize_images(torch.where(flip[:, None, None, None], x.flip(-1), x))
-            loss = head(model(x), labels[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.cpu_bf16):
+                emb = model(x)
+            loss = head(emb.float(), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -76,20 +81,25 @@ def main() -> None:
     data = make_data(args.images, args.classes, args.size)
     cfg = TrainConfig(data={"kind": "bench"}, backbone="small", embedding_size=128, image_size=args.size,
                       head="cosface", head_kwargs={"s": 64.0, "m": 0.35}, epochs=args.epochs, batch_size=args.batch)
-    bare_loop(cfg, data)  # warm-up (allocator, oneDNN kernels)
-    bare, trainer = [], []
+    configs = {"float32": cfg, "bfloat16": cfg.replace(cpu_bf16=True)}
+    for c in configs.values():
+        bare_loop(c, data)  # warm-up (allocator, oneDNN kernels of each precision)
+    times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):
-        bare.append(bare_loop(cfg, data))
-        trainer.append(trainer_loop(cfg, data))
+        for precision, c in configs.items():
+            times.setdefault(("bare", precision), []).append(bare_loop(c, data))
+            times.setdefault(("trainer", precision), []).append(trainer_loop(c, data))
     n = args.epochs * (args.images // args.batch) * args.batch
-    b, t = min(bare), min(trainer)
+    best = {k: min(v) for k, v in times.items()}
     print(f"{torch.get_num_threads()} threads, {args.images} images of {args.size} px, {args.classes} classes, "
-          f"{args.epochs} epochs, batches of {args.batch}, best of {args.repeats}")
-    print(f"{'loop':<10} {'seconds':>8} {'img/s':>8}")
-    print(f"{'bare':<10} {b:8.2f} {n / b:8.0f}")
-    print(f"{'trainer':<10} {t:8.2f} {n / t:8.0f}")
-    print(f"trainer overhead: {100 * (t / b - 1):+.1f} %  (target <= 3 %)")
-
+          f"{args.epochs} epochs, batches of {args.batch}, best of {args.repeats}; native bf16: {cpu_has_native_bf16()}")
+    print(f"{'loop':<10} {'precision':<10} {'seconds':>8} {'img/s':>8}")
+    for (loop, precision), t in best.items():
+        print(f"{loop:<10} {precision:<10} {t:8.2f} {n / t:8.0f}")
+    for precision in configs:
+        overhead = best[("trainer", precision)] / best[("bare", precision)] - 1
+        print(f"trainer overhead, {precision}: {100 * overhead:+.1f} %  (target <= 3 %)")
+    print(f"trainer img/s, bfloat16 / float32: {best[('trainer', 'float32')] / best[('trainer', 'bfloat16')]:.2f}x")
 
 if __name__ == "__main__":
     main()

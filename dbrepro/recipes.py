@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import papers
-from .config import Profile, get_profile
+from .config import Profile, get_profile, resolve_cpu_bf16
 from .train import DFIConfig, TrainConfig
 
 #: B-0's share of the world's identities for the Range Loss B splits (RL §3.1 takes 4,000 of MS-Celeb-1M's
@@ -104,7 +104,7 @@ def base(profile: str | Profile, *, data: dict[str, Any] | None = None, split: s
     data = whole_set_as_itself(data)
     cfg = dict(data=data, backbone=p.backbone, backbone_kwargs=dict(p.backbone_kwargs),
                embedding_size=p.embedding_size, image_size=p.image_size, epochs=p.epochs, milestones=p.lr_milestones,
-               batch_size=p.batch_size,
+               batch_size=p.batch_size, cpu_bf16=resolve_cpu_bf16(p.cpu_bf16),
                seed=seed)
     cfg.update(changes)
     return TrainConfig(**cfg)

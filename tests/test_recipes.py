@@ -110,3 +110,21 @@ def test_on_data_reads_the_class_count_only_for_db():
     assert recipes.on_data("db", "smoke", data, count, k=7).dfi.k == 7 and calls == [1]
     with pytest.raises(ValueError, match="unknown recipe 'adacos'"):
         recipes.on_data("adacos", "smoke", data, 10)
+
+
+def test_cpu_bf16_is_resolved_into_the_config(monkeypatch):
+    """The cpu profile trains in bfloat16 where the CPU has native bf16, the smoke profile in float32; the
+    choice is a concrete bool in the config (so the run cache keys it), and ``$DBREPRO_CPU_BF16`` overrides it."""
+    from dbrepro import config as config_module
+
+    monkeypatch.delenv("DBREPRO_CPU_BF16", raising=False)
+    assert recipes.cosface("smoke").cpu_bf16 is False
+    assert recipes.cosface("cpu").cpu_bf16 is config_module.cpu_has_native_bf16()
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: True)
+    assert recipes.cosface("cpu").cpu_bf16 is True
+    monkeypatch.setenv("DBREPRO_CPU_BF16", "0")
+    assert recipes.cosface("cpu").cpu_bf16 is False
+    assert recipes.cosface("cpu").key() != recipes.cosface("cpu").replace(cpu_bf16=True).key()
+    monkeypatch.setenv("DBREPRO_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="DBREPRO_CPU_BF16 must be 0 or 1"):
+        recipes.cosface("cpu")

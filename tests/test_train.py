@@ -245,3 +245,51 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
                    == torch.as_tensor(toy_faces().labels[:64])).float().mean()
     assert (a * b).sum(1).mean() > 0.9  # embeddings nearly the same direction
     assert abs(float(acc_single) - float(acc_ddp)) <= 0.1
+
+
+def test_cpu_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32(cache, monkeypatch):
+    """``cpu_bf16``: the backbone's convolutions compute in bfloat16 under autocast, the head gets float32
+    embeddings, the weights stay float32; the run learns, records its autocast dtype, and a float32 run of
+    the same config is another cache key."""
+    from dbrepro.train import loop
+
+    seen = {"conv": set(), "head": set()}
+    real_build = loop.build
+
+    def build_with_spies(cfg, num_classes):
+        built = real_build(cfg, num_classes)
+        conv = next(m for m in built.model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda mod, args, out: seen["conv"].add(out.dtype))
+        built.objective.head.register_forward_pre_hook(lambda mod, args: seen["head"].add(args[0].dtype))
+        return built
+
+    monkeypatch.setattr(loop, "build", build_with_spies)
+    cfg = toy_config(epochs=6, milestones=(4, 5), lr=0.1, cpu_bf16=True)
+    run = runs.get_run(cfg.to_dict())
+    result = fit(cfg, toy_faces(), run=run, progress=False)
+    assert seen == {"conv": {torch.bfloat16}, "head": {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in result.module.parameters())
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert run.metrics()["autocast"] == "bfloat16"
+    assert cfg.key() != cfg.replace(cpu_bf16=False).key()
+
+
+def test_float32_is_the_default_on_the_cpu(cache):
+    cfg = toy_config(epochs=1)
+    run = runs.get_run(cfg.to_dict())
+    fit(cfg, toy_faces(), run=run, progress=False)
+    assert cfg.cpu_bf16 is False and run.metrics()["autocast"] == "float32"
+    with pytest.raises(ValueError, match="cpu_bf16 must be true or false"):
+        toy_config(cpu_bf16="yes")
+
+
+def test_resume_is_bit_identical_in_bf16(cache):
+    data = toy_faces()
+    cfg = toy_config(cpu_bf16=True)
+    straight = fit(cfg, data, progress=False)
+    run = runs.get_run(cfg.to_dict())
+    fit(cfg, data, run=run, progress=False, stop_after_epoch=1)
+    resumed = fit(cfg, data, run=run, progress=False)
+    for (k, a), (_, b) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
+        assert torch.equal(a, b), k

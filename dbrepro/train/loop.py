@@ -1,4 +1,4 @@
-"""The training loop: SGD with the papers' step schedule, AMP on CUDA, DDP, atomic checkpoints, resume.
+"""The training loop: SGD with the papers' step schedule, AMP on CUDA (bf16 on the CPU), DDP, atomic checkpoints, resume.
 
 One loop serves every experiment in the book; :func:`fit` reads like the algorithm::
 
@@ -22,7 +22,8 @@ Speed: on CUDA the loop reads the loss back to the host only every :data:`CUDA_S
 sums stay on the device), copies batches with ``non_blocking`` from pinned memory and flips them on the
 device, turns on ``cudnn.benchmark``, and trains an IR-ResNet in ``channels_last`` under AMP
 (:func:`step_memory_format`, decided once in :func:`start`); on the CPU the loss is checked after every
-step, which costs nothing there, and nothing else changes.
+step, which costs nothing there, and the backbone runs under bfloat16 autocast when the config asks for it
+(``cpu_bf16``, the cpu profile on a CPU with native bf16: :func:`autocast_dtype`).
 
 No host sync per step on CUDA: nothing on the step path reads a device value back to the host. The heads
 check label ranges and the DFI only where that is free, on the CPU
@@ -223,6 +224,22 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig, device: torch.device) ->
     return SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype a training step's backbone computes in under autocast, or None for float32 throughout:
+    float16 on CUDA with ``cfg.amp``, bfloat16 on the CPU with ``cfg.cpu_bf16``. The one place this is decided."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.amp else None
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.cpu_bf16 else None
+    return None
+
+
+def step_autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """The autocast context of a training step and of the epoch's probe loss (:func:`autocast_dtype`)."""
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def step_memory_format(cfg: TrainConfig, device: torch.device, model: nn.Module) -> torch.memory_format:
     """``channels_last`` for an IR-ResNet trained on CUDA with AMP, else ``contiguous_format``: the one place
     this is decided.
@@ -264,7 +281,7 @@ def train_step(state: TrainState, wrapped: nn.Module, images: torch.Tensor, labe
         images = random_flip(images, flip_gen)
     x = normalize_images(images)
     labels = labels.to(device, non_blocking=True)
-    with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
+    with step_autocast(cfg, device):
         loss, parts = wrapped(x, labels)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -305,6 +322,7 @@ def finish(state: TrainState, run: Run | None, info: DistInfo, dataset: FaceData
         "history": history,
         "world_size": info.world_size,
         "device": str(device),
+        "autocast": str(autocast_dtype(state.cfg, device) or torch.float32).removeprefix("torch."),
     }
     if run is not None and info.is_main and metrics["complete"]:
         save_model(run, state.module, state.cfg, int(dataset.num_classes))
@@ -410,7 +428,7 @@ def probe_loss(state: TrainState, dataset: FaceDataset, labels: np.ndarray, devi
                 images = images.to(device)
                 if state.memory_format is not torch.contiguous_format:
                     images = images.contiguous(memory_format=state.memory_format)
-                with torch.autocast(device.type, enabled=state.scaler.is_enabled()):
+                with step_autocast(state.cfg, device):
                     loss, _ = state.module(normalize_images(images), y.to(device))
                 total += loss.detach().double()
     finally:
