@@ -136,7 +136,9 @@ def test_cpu_world_premises():
         k = recipes.dfi_k(world.train.num_classes)
         weight = experiments.load(run).objective.head.weight
         rho.append(ic_domain_correlation(weight, class_domains(world)["domain_identities"], [k], profile.scale)[k])
-    assert 0.80 <= np.mean(lfw) <= 0.97
+    # not saturated, not hopeless: real LFW gives CosFace 99.62 (DB Table 4); the 48 px world of version 18
+    # gives 97.3 (the ceiling was 0.97 for the 32 px worlds, which gave 95-96)
+    assert 0.80 <= np.mean(lfw) <= 0.99
     assert np.mean(frequent) - np.mean(rarest) >= 0.02
     if np.mean(rho) < 0.3:
         pytest.xfail(f"DB Fig. 4 premise does not hold in this world: Spearman(IC, domain size) = {np.mean(rho):+.2f} "

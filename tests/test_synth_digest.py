@@ -68,27 +68,53 @@ SMOKE_15 = {
     },
 }
 
+SMOKE_17 = {
+    "exact": "c269432aa18dc89aee48083103f1c322f753ac4f371c3c96a029fb1cfc304aff",
+    "pixels": {
+        "suites.afw.images": [552960, 61063119, 7911992303],
+        "suites.agedb.images": [368640, 42006082, 5614180374],
+        "suites.blufr.images": [552960, 63139883, 8406268557],
+        "suites.calfw.images": [368640, 46848397, 6797975897],
+        "suites.cplfw.images": [368640, 44143187, 6147868725],
+        "suites.lfw.images": [368640, 42432901, 5713066181],
+        "suites.megaface.probes": [122880, 13997937, 1886405525],
+        "suites.megaface.gallery": [61440, 6697105, 853675545],
+        "suites.rfw.images": [737280, 81392060, 10556100202],
+        "on_demand.distractors.first": [614400, 72692851, 9973295733],
+        "on_demand.distractors.last": [196608, 23195848, 3203638392],
+        "on_demand.render.train": [18432, 2188921, 299287877],
+        "on_demand.render.yaw": [15360, 1965955, 282244071],
+        "on_demand.render.age": [12288, 1493141, 205769033],
+    },
+}
+
 RECORDED: dict[str, dict] = {
-    "17": {
-        "smoke": {
-            "exact": "c269432aa18dc89aee48083103f1c322f753ac4f371c3c96a029fb1cfc304aff",
+    "18": {
+        # the generator of 17; only the cpu preset changed (48 px)
+        "smoke": SMOKE_17,
+        "cpu": {
+            "exact": "cd95e24f04d7b7f2efdfc6b4905260b684c76ffdfae6d5ed98332b9f36615c82",
             "pixels": {
-                "suites.afw.images": [552960, 61063119, 7911992303],
-                "suites.agedb.images": [368640, 42006082, 5614180374],
-                "suites.blufr.images": [552960, 63139883, 8406268557],
-                "suites.calfw.images": [368640, 46848397, 6797975897],
-                "suites.cplfw.images": [368640, 44143187, 6147868725],
-                "suites.lfw.images": [368640, 42432901, 5713066181],
-                "suites.megaface.probes": [122880, 13997937, 1886405525],
-                "suites.megaface.gallery": [61440, 6697105, 853675545],
-                "suites.rfw.images": [737280, 81392060, 10556100202],
-                "on_demand.distractors.first": [614400, 72692851, 9973295733],
-                "on_demand.distractors.last": [196608, 23195848, 3203638392],
-                "on_demand.render.train": [18432, 2188921, 299287877],
-                "on_demand.render.yaw": [15360, 1965955, 282244071],
-                "on_demand.render.age": [12288, 1493141, 205769033],
+                "suites.afw.images": [12441600, 1376782345, 180240091435],
+                "suites.agedb.images": [31104000, 3656245949, 501594457483],
+                "suites.blufr.images": [8294400, 971174353, 132985479467],
+                "suites.calfw.images": [31104000, 3637367190, 497864806812],
+                "suites.cplfw.images": [31104000, 3522810398, 471751454168],
+                "suites.lfw.images": [20736000, 2426776336, 332374776336],
+                "suites.megaface.probes": [3456000, 402779775, 54805698441],
+                "suites.megaface.gallery": [691200, 82377108, 11434519174],
+                "suites.rfw.images": [16588800, 1843434844, 241508465462],
+                "on_demand.distractors.first": [1769472, 209803761, 29015724221],
+                "on_demand.distractors.last": [442368, 50953065, 6822498401],
+                "on_demand.render.train": [41472, 4888101, 689096681],
+                "on_demand.render.yaw": [34560, 3944784, 523605906],
+                "on_demand.render.age": [27648, 3452916, 482483412],
             },
         },
+        "trait_visibility": "16d378f95845c93af50fdc7b6435762ca8503dcf62011bcab1973a1febe1a9b0",
+    },
+    "17": {
+        "smoke": SMOKE_17,
         "cpu": {
             "exact": "e10449a037840b840aa07086c48725487dd7605ff040fedb57ff681cdc7160d7",
             "pixels": {
