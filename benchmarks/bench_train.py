@@ -101,5 +101,6 @@ def main() -> None:
         print(f"trainer overhead, {precision}: {100 * overhead:+.1f} %  (target <= 3 %)")
     print(f"trainer img/s, bfloat16 / float32: {best[('trainer', 'float32')] / best[('trainer', 'bfloat16')]:.2f}x")
 
+
 if __name__ == "__main__":
     main()

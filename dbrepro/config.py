@@ -159,8 +159,9 @@ PROFILES: dict[str, Profile] = {
         # rate, one at each lower one, and two at the lowest, so that the loss ends on a plateau (C1)
         epochs=8,
         lr_milestones=(4, 5, 6),
-        # bfloat16 convolutions where the CPU has them (AVX512-BF16, AMX): 1.44x the img/s of float32 at
-        # batch 32 on one thread, with the same C1-C3 verdicts over 3 seeds (2026-12-04; README benchmarks)
+        # bfloat16 convolutions where the CPU has them (AVX512-BF16, AMX): the trainer's img/s 1.43x float32's
+        # at batch 32 on one thread, and the C2 runs' four-suite means within their seed spread of float32's
+        # over 3 seeds (2026-12-04, 32 px; README)
         cpu_bf16=None,
         # K = 4 images (the cpu world's smallest class) of P = 8 identities: the profile's batch of 32
         range_pk=(8, 4),

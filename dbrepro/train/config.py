@@ -175,7 +175,7 @@ class TrainConfig:
     #: float16 mixed precision (autocast + GradScaler) on CUDA
     amp: bool = True
     #: on the CPU, the backbone's forward under bfloat16 autocast (the head and the loss terms stay float32,
-    #: as under ``amp``): oneDNN's bf16 kernels trained the small cpu network 1.44x faster at batch 32 on a
+    #: as under ``amp``): oneDNN's bf16 kernels trained the small cpu network 1.43x faster at batch 32 on a
     #: CPU with AVX512-BF16 (2026-12-04); on a CPU without native bf16 they are emulated, and slower. The
     #: recipes set it from :attr:`dbrepro.config.Profile.cpu_bf16`; a bf16 run is another cache key
     cpu_bf16: bool = False
